@@ -1,0 +1,290 @@
+//! The per-message stages that decide a message's fate: validate,
+//! deduplicate, check expiry, render, deliver. Nothing here touches the
+//! broker; [`super::settle`] carries the decision out.
+
+use std::panic::AssertUnwindSafe;
+
+use chrono::Utc;
+use futures_util::FutureExt;
+use lapin::message::Delivery;
+use tracing::{debug, Span};
+use uuid::Uuid;
+
+use crate::channel::{ChannelKind, Notification, Receipt};
+use crate::envelope::{parse_dispatch, truncate, DispatchRequest, Envelope, ParsedBody, DISPATCH_EVENT_TYPE};
+use crate::error::{DeliveryError, FailureKind};
+use crate::events::FailureInfo;
+use crate::headers::{read_dispatch_headers, DispatchHeaders};
+use crate::idempotency::DeliveryRecord;
+use crate::recipient::Recipient;
+
+use super::Dispatcher;
+
+/// Longest failure message carried in events and headers.
+const MAX_REASON_CHARS: usize = 1_000;
+
+/// A message that passed validation.
+#[derive(Debug)]
+pub(super) struct Accepted {
+    pub envelope: Envelope<DispatchRequest>,
+    pub headers: DispatchHeaders,
+}
+
+impl Accepted {
+    /// 1 for the first attempt.
+    pub fn attempt(&self) -> u32 {
+        self.headers.retry_count.saturating_add(1)
+    }
+
+    pub fn named(&self, channel: ChannelKind) -> Named {
+        Named {
+            ids: ids_of(&self.envelope),
+            notification_id: self.envelope.data.notification_id,
+            channel,
+            template: Some(self.envelope.data.template.clone()),
+            attempts: self.attempt(),
+            webhook_url: webhook_url(&self.envelope.data.recipient),
+        }
+    }
+}
+
+/// What a failed event needs to know about a message that may be only
+/// partly valid.
+#[derive(Debug, Clone)]
+pub(super) struct Named {
+    pub ids: Envelope<()>,
+    pub notification_id: Uuid,
+    pub channel: ChannelKind,
+    pub template: Option<String>,
+    pub attempts: u32,
+    pub webhook_url: Option<String>,
+}
+
+/// What becomes of a message.
+#[derive(Debug)]
+pub(super) enum Decision {
+    Delivered { message: Accepted, receipt: Receipt },
+    /// Delivered before, by this or an earlier attempt.
+    Duplicate { message: Accepted, record: DeliveryRecord },
+    Retry { message: Accepted, error: DeliveryError },
+    /// Dead-lettered; a failed event is owed when the message is `named`.
+    DeadLetter { failure: FailureInfo, named: Option<Named> },
+    /// Past `expires_at`: a failed event, but no dead letter.
+    Expired { named: Named },
+}
+
+impl Dispatcher {
+    pub(super) async fn decide(&self, queue_channel: ChannelKind, delivery: &Delivery) -> Decision {
+        let message = match self.validate(queue_channel, delivery) {
+            Ok(message) => message,
+            Err(decision) => return *decision,
+        };
+        let request = &message.envelope.data;
+
+        if let Some(record) = self.idempotency.get(request.notification_id, queue_channel) {
+            return Decision::Duplicate { message, record };
+        }
+        if request.expires_at.is_some_and(|expires_at| expires_at <= Utc::now()) {
+            return Decision::Expired { named: message.named(queue_channel) };
+        }
+
+        let notification = match self.prepare(queue_channel, &message) {
+            Ok(notification) => notification,
+            Err(failure) => return Decision::DeadLetter { failure, named: Some(message.named(queue_channel)) },
+        };
+        self.deliver(message, notification).await
+    }
+
+    /// Checks size, headers, envelope and channel, in that order.
+    fn validate(&self, queue_channel: ChannelKind, delivery: &Delivery) -> Result<Accepted, Box<Decision>> {
+        if delivery.data.len() > self.max_message_bytes {
+            let message = format!(
+                "body of {} bytes exceeds the limit of {} bytes (dispatcher.max_message_bytes)",
+                delivery.data.len(),
+                self.max_message_bytes
+            );
+            return Err(dead_letter(FailureKind::InvalidMessage, message, None));
+        }
+
+        let headers = read_dispatch_headers(&delivery.properties, self.default_max_retries);
+        let envelope = match parse_dispatch(&delivery.data) {
+            ParsedBody::Valid(envelope) => envelope,
+            ParsedBody::InvalidRequest { envelope, notification_id, error } => {
+                let named = notification_id.map(|id| named_partial(&envelope, id, queue_channel, headers.as_ref().ok()));
+                return Err(dead_letter(FailureKind::InvalidMessage, error.to_string(), named));
+            }
+            ParsedBody::Unreadable(error) => {
+                return Err(dead_letter(FailureKind::InvalidMessage, error.to_string(), None));
+            }
+        };
+        record_span_fields(&envelope);
+
+        let partial = |headers: Option<&DispatchHeaders>| Named {
+            ids: ids_of(&envelope),
+            notification_id: envelope.data.notification_id,
+            channel: queue_channel,
+            template: Some(envelope.data.template.clone()),
+            attempts: headers.map_or(1, |h| h.retry_count.saturating_add(1)),
+            webhook_url: webhook_url(&envelope.data.recipient),
+        };
+        let headers = match headers {
+            Ok(headers) => headers,
+            Err(error) => return Err(dead_letter(FailureKind::InvalidMessage, error.to_string(), Some(partial(None)))),
+        };
+        if let Err(error) = headers.check_against(&envelope) {
+            return Err(dead_letter(FailureKind::InvalidMessage, error.to_string(), Some(partial(Some(&headers)))));
+        }
+        if envelope.event_type != DISPATCH_EVENT_TYPE {
+            let message = format!("event_type is {:?}, expected {DISPATCH_EVENT_TYPE:?}", truncate(&envelope.event_type, 80));
+            return Err(dead_letter(FailureKind::InvalidMessage, message, Some(partial(Some(&headers)))));
+        }
+        if envelope.data.channel_kind() != Some(queue_channel) {
+            let message = format!(
+                "message asks for channel {:?} but arrived on the {queue_channel} queue",
+                truncate(&envelope.data.channel, 40)
+            );
+            return Err(dead_letter(FailureKind::ChannelMismatch, message, Some(partial(Some(&headers)))));
+        }
+        Ok(Accepted { envelope, headers })
+    }
+
+    /// Parses the recipient and renders the template.
+    fn prepare(&self, channel: ChannelKind, message: &Accepted) -> Result<Notification, FailureInfo> {
+        let request = &message.envelope.data;
+        let recipient = Recipient::parse(channel, &request.recipient)
+            .map_err(|error| failure(FailureKind::InvalidRecipient, None, error.to_string()))?;
+        debug!(recipient = %recipient.masked(), attempt = message.attempt(), "rendering notification");
+
+        let rendered = self
+            .templates
+            .render(channel, &request.template, request.locale.as_deref(), &request.variables)
+            .map_err(|error| failure(error.kind(), None, error.to_string()))?;
+        Ok(Notification {
+            notification_id: request.notification_id,
+            tenant_id: message.envelope.tenant_id,
+            channel,
+            template: request.template.clone(),
+            locale: rendered.locale,
+            recipient,
+            content: rendered.content,
+            attempt: message.attempt(),
+        })
+    }
+
+    async fn deliver(&self, message: Accepted, notification: Notification) -> Decision {
+        let Some(plugin) = self.registry.get(notification.channel) else {
+            let failure = failure(FailureKind::Configuration, None, format!("no plugin registered for channel {}", notification.channel));
+            return Decision::DeadLetter { failure, named: Some(message.named(notification.channel)) };
+        };
+        let sent = AssertUnwindSafe(plugin.send(&notification)).catch_unwind().await;
+        let sent = sent.unwrap_or_else(|panic| {
+            let reason = panic_message(panic.as_ref());
+            tracing::error!(reason = %reason, "channel plugin panicked; dead-lettering the message");
+            Err(DeliveryError::permanent(FailureKind::Internal, format!("channel plugin panicked: {reason}")))
+        });
+        match sent {
+            Ok(receipt) => {
+                self.idempotency
+                    .put(notification.notification_id, notification.channel, DeliveryRecord::Sent(receipt.clone()));
+                Decision::Delivered { message, receipt }
+            }
+            Err(error) if error.is_transient() && message.headers.retry_count < message.headers.max_retries => {
+                Decision::Retry { message, error }
+            }
+            Err(error) if error.is_transient() => {
+                let reason = format!(
+                    "gave up after {} attempts; last error: {}",
+                    message.attempt(),
+                    truncate(&error.to_string(), MAX_REASON_CHARS)
+                );
+                let failure = failure(FailureKind::RetriesExhausted, error.code().map(str::to_owned), reason);
+                Decision::DeadLetter { failure, named: Some(message.named(notification.channel)) }
+            }
+            Err(error) => {
+                let failure = failure(error.kind(), error.code().map(str::to_owned), error.message().to_owned());
+                Decision::DeadLetter { failure, named: Some(message.named(notification.channel)) }
+            }
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "unknown panic payload".to_owned()
+    }
+}
+
+fn dead_letter(kind: FailureKind, message: String, named: Option<Named>) -> Box<Decision> {
+    Box::new(Decision::DeadLetter { failure: failure(kind, None, message), named })
+}
+
+fn failure(kind: FailureKind, code: Option<String>, message: String) -> FailureInfo {
+    FailureInfo { kind, code, message: truncate(&message, MAX_REASON_CHARS) }
+}
+
+/// The request's ids with the data dropped.
+pub(super) fn ids_of<T>(envelope: &Envelope<T>) -> Envelope<()> {
+    Envelope {
+        event_id: envelope.event_id,
+        event_type: envelope.event_type.clone(),
+        event_time: envelope.event_time,
+        tenant_id: envelope.tenant_id,
+        user_id: envelope.user_id,
+        trace_id: envelope.trace_id.clone(),
+        correlation_id: envelope.correlation_id,
+        producer: envelope.producer.clone(),
+        data: (),
+    }
+}
+
+fn named_partial(
+    envelope: &Envelope<serde_json::Value>,
+    notification_id: Uuid,
+    channel: ChannelKind,
+    headers: Option<&DispatchHeaders>,
+) -> Named {
+    record_span_fields(envelope);
+    Span::current().record("notification_id", tracing::field::display(notification_id));
+    let template = envelope.data.get("template").and_then(serde_json::Value::as_str).map(|t| truncate(t, 64));
+    Named {
+        ids: ids_of(envelope),
+        notification_id,
+        channel,
+        template,
+        attempts: headers.map_or(1, |h| h.retry_count.saturating_add(1)),
+        webhook_url: envelope.data.get("recipient").and_then(webhook_url),
+    }
+}
+
+fn webhook_url(recipient: &serde_json::Value) -> Option<String> {
+    recipient.get("url").and_then(serde_json::Value::as_str).map(crate::recipient::mask_url)
+}
+
+fn record_span_fields<T: SpanFields>(envelope: &Envelope<T>) {
+    let span = Span::current();
+    span.record("trace_id", envelope.trace_id.as_str());
+    span.record("tenant_id", tracing::field::display(envelope.tenant_id));
+    if let Some(id) = envelope.data.notification_id() {
+        span.record("notification_id", tracing::field::display(id));
+    }
+}
+
+trait SpanFields {
+    fn notification_id(&self) -> Option<Uuid>;
+}
+
+impl SpanFields for DispatchRequest {
+    fn notification_id(&self) -> Option<Uuid> {
+        Some(self.notification_id)
+    }
+}
+
+impl SpanFields for serde_json::Value {
+    fn notification_id(&self) -> Option<Uuid> {
+        self.get("notification_id").and_then(serde_json::Value::as_str).and_then(|id| Uuid::parse_str(id).ok())
+    }
+}

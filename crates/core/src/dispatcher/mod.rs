@@ -1,0 +1,188 @@
+//! The dispatcher: consumes a channel queue and takes each message through
+//! its stages.
+//!
+//! - [`decide`]: validate, deduplicate, check expiry, render, deliver;
+//! - [`settle`]: publish what the decision owes, with confirms, then ack.
+//!
+//! Messages are processed concurrently, up to `concurrency` at once per queue.
+
+mod decide;
+mod settle;
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::Consumer;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{field, info_span, Instrument};
+
+use crate::channel::{ChannelKind, ChannelRegistry};
+use crate::idempotency::MemoryIdempotencyStore;
+use crate::publisher::{PublishError, Publisher};
+use crate::retry::RetryPolicy;
+use crate::templates::TemplateStore;
+use crate::topology::Topology;
+
+/// Everything the dispatcher needs that outlives a broker connection.
+pub struct Dispatcher {
+    pub(crate) registry: ChannelRegistry,
+    pub(crate) templates: Arc<TemplateStore>,
+    pub(crate) topology: Topology,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) idempotency: Arc<MemoryIdempotencyStore>,
+    /// `producer` of published events.
+    pub(crate) producer: String,
+    pub(crate) default_max_retries: u32,
+    pub(crate) max_message_bytes: usize,
+}
+
+/// Why a consumer stopped before it was asked to.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    #[error("consumer of {queue} failed: {source}")]
+    Broker {
+        queue: String,
+        #[source]
+        source: lapin::Error,
+    },
+    #[error("the broker cancelled the consumer of {0} (queue deleted?)")]
+    Cancelled(String),
+    #[error(transparent)]
+    Publish(Box<PublishError>),
+}
+
+/// Settings of [`Dispatcher`] that come from configuration.
+#[derive(Debug, Clone)]
+pub struct DispatcherSettings {
+    pub producer: String,
+    pub default_max_retries: u32,
+    pub max_message_bytes: usize,
+}
+
+impl Dispatcher {
+    pub fn new(
+        registry: ChannelRegistry,
+        templates: Arc<TemplateStore>,
+        topology: Topology,
+        retry: RetryPolicy,
+        idempotency: Arc<MemoryIdempotencyStore>,
+        settings: DispatcherSettings,
+    ) -> Dispatcher {
+        Dispatcher {
+            registry,
+            templates,
+            topology,
+            retry,
+            idempotency,
+            producer: settings.producer,
+            default_max_retries: settings.default_max_retries,
+            max_message_bytes: settings.max_message_bytes,
+        }
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Processes deliveries from `consumer` until `stop` is cancelled, the
+    /// consumer ends, or a publish fails; then waits for the messages in
+    /// flight to finish.
+    ///
+    /// # Errors
+    ///
+    /// Returns why the consumer stopped when it was not asked to.
+    pub async fn consume(
+        self: Arc<Self>,
+        channel: ChannelKind,
+        mut consumer: Consumer,
+        publisher: Publisher,
+        concurrency: usize,
+        stop: CancellationToken,
+    ) -> Result<(), ConsumerError> {
+        let queue = self.topology.channel_queue(channel);
+        let slots = Arc::new(Semaphore::new(concurrency));
+        let mut in_flight: JoinSet<Result<(), PublishError>> = JoinSet::new();
+        let mut outcome = Ok(());
+
+        loop {
+            let slot = tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    if let Err(err) = task_result(joined) {
+                        outcome = Err(err);
+                        break;
+                    }
+                    continue;
+                }
+                slot = slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => break,
+                },
+            };
+            let next = tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                next = consumer.next() => next,
+            };
+            let delivery = match next {
+                Some(Ok(delivery)) => delivery,
+                Some(Err(source)) => {
+                    outcome = Err(ConsumerError::Broker { queue: queue.clone(), source });
+                    break;
+                }
+                None => {
+                    outcome = Err(ConsumerError::Cancelled(queue.clone()));
+                    break;
+                }
+            };
+            let dispatcher = Arc::clone(&self);
+            let publisher = publisher.clone();
+            in_flight.spawn(async move {
+                let _slot = slot;
+                dispatcher.handle(channel, delivery, &publisher).await
+            });
+        }
+
+        while let Some(joined) = in_flight.join_next().await {
+            if let Err(err) = task_result(joined) {
+                if outcome.is_ok() {
+                    outcome = Err(err);
+                }
+            }
+        }
+        outcome
+    }
+
+    async fn handle(&self, channel: ChannelKind, delivery: Delivery, publisher: &Publisher) -> Result<(), PublishError> {
+        let span = info_span!(
+            "notification",
+            channel = %channel,
+            trace_id = field::Empty,
+            notification_id = field::Empty,
+            tenant_id = field::Empty,
+            redelivered = delivery.redelivered,
+        );
+        async {
+            let decision = self.decide(channel, &delivery).await;
+            self.settle(channel, &delivery, decision, publisher).await
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+fn task_result(joined: Result<Result<(), PublishError>, tokio::task::JoinError>) -> Result<(), ConsumerError> {
+    match joined {
+        Ok(result) => result.map_err(|err| ConsumerError::Publish(Box::new(err))),
+        // A panicking plugin must not take the service down; its message was
+        // neither acked nor nacked and returns when the channel closes.
+        Err(join_error) => {
+            tracing::error!(error = %join_error, "message task panicked; the message will be redelivered");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Carrying out a [`Decision`]: every publish a message owes, each confirmed,
+//! and only then the ack. This is the one place that acks or nacks.
+
+use chrono::Utc;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::types::{FieldTable, ShortString};
+use lapin::BasicProperties;
+use tracing::{debug, error, info, warn};
+
+use crate::channel::{ChannelKind, Receipt};
+use crate::error::DeliveryError;
+use crate::events::{self, FailureInfo, Subject};
+use crate::headers::{self, text};
+use crate::idempotency::DeliveryRecord;
+use crate::publisher::{PublishError, Publisher};
+
+use super::decide::{Accepted, Decision, Named};
+use super::Dispatcher;
+
+/// Headers the broker adds when it dead-letters; dropped on retry so they
+/// cannot pile up, since `x-retry-count` already counts attempts.
+const BROKER_DEATH_HEADERS: [&str; 7] = [
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-last-death-exchange",
+    "x-last-death-queue",
+    "x-last-death-reason",
+];
+
+impl Dispatcher {
+    /// Publishes what `decision` owes, then acks.
+    ///
+    /// # Errors
+    ///
+    /// Returns the publish error after nacking the message back to its
+    /// queue; the broker session should be rebuilt.
+    pub(super) async fn settle(
+        &self,
+        channel: ChannelKind,
+        delivery: &Delivery,
+        decision: Decision,
+        publisher: &Publisher,
+    ) -> Result<(), PublishError> {
+        let published = match decision {
+            Decision::Delivered { message, receipt } => self.record_delivery(channel, &message, &receipt, publisher).await,
+            Decision::Duplicate { message, record: DeliveryRecord::Sent(receipt) } => {
+                debug!("already sent; publishing its outcome events");
+                self.record_delivery(channel, &message, &receipt, publisher).await
+            }
+            Decision::Duplicate { record: DeliveryRecord::Completed, .. } => {
+                debug!("already delivered; acking the redelivered message");
+                Ok(())
+            }
+            Decision::Retry { message, error } => self.schedule_retry(channel, delivery, &message, &error, publisher).await,
+            Decision::DeadLetter { failure, named } => self.dead_letter(delivery, &failure, named.as_ref(), publisher).await,
+            Decision::Expired { named } => {
+                let failure = FailureInfo {
+                    kind: crate::error::FailureKind::Expired,
+                    code: None,
+                    message: "expires_at passed before delivery".to_owned(),
+                };
+                info!("notification expired before delivery; dropping it");
+                self.publish_failed(&named, &failure, publisher).await
+            }
+        };
+
+        match published {
+            Ok(()) => {
+                ack(delivery).await;
+                Ok(())
+            }
+            Err(err) => {
+                error!(error = %err, "publish failed; returning the message to its queue");
+                nack_requeue(delivery).await;
+                Err(err)
+            }
+        }
+    }
+
+    async fn record_delivery(
+        &self,
+        channel: ChannelKind,
+        message: &Accepted,
+        receipt: &Receipt,
+        publisher: &Publisher,
+    ) -> Result<(), PublishError> {
+        let request = &message.envelope.data;
+        let subject = Subject {
+            notification_id: request.notification_id,
+            channel,
+            template: Some(&request.template),
+            attempts: message.attempt(),
+        };
+        let event = events::outcome_event(
+            &message.envelope,
+            events::DELIVERED,
+            &self.producer,
+            request.notification_id,
+            events::delivered_data(&subject, receipt),
+        );
+        publisher.publish_event(self.topology.events_exchange(), &event).await?;
+
+        if channel == ChannelKind::Webhook {
+            let mut data = events::delivered_data(&subject, receipt);
+            if let Some(url) = message.named(channel).webhook_url {
+                data["url"] = url.into();
+            }
+            let event = events::outcome_event(&message.envelope, events::WEBHOOK_FIRED, &self.producer, request.notification_id, data);
+            publisher.publish_event(self.topology.events_exchange(), &event).await?;
+        }
+        self.idempotency.put(request.notification_id, channel, DeliveryRecord::Completed);
+        debug!(provider = %receipt.provider, attempt = message.attempt(), "notification delivered");
+        Ok(())
+    }
+
+    async fn schedule_retry(
+        &self,
+        channel: ChannelKind,
+        delivery: &Delivery,
+        message: &Accepted,
+        error: &DeliveryError,
+        publisher: &Publisher,
+    ) -> Result<(), PublishError> {
+        let retry = message.headers.retry_count.saturating_add(1);
+        let delay = self.retry.delay_for(retry, error.retry_after(), &mut rand::rng());
+        let queue = self.topology.retry_queue(channel, delay.tier);
+
+        let mut headers = without(delivery_headers(&delivery.properties), &BROKER_DEATH_HEADERS);
+        headers.insert(headers::RETRY_COUNT.into(), lapin::types::AMQPValue::LongInt(i32::try_from(retry).unwrap_or(i32::MAX)));
+        set_failure_headers(&mut headers, error.kind().as_str(), error.code(), error.message());
+        let expiration = delay.delay.as_millis().to_string();
+        let properties = delivery
+            .properties
+            .clone()
+            .with_headers(headers)
+            .with_delivery_mode(2)
+            .with_expiration(ShortString::from(expiration));
+
+        // The default exchange routes by queue name; mandatory, so a missing
+        // retry queue fails the publish instead of losing the message.
+        publisher.publish("", &queue, true, &delivery.data, properties).await?;
+        info!(
+            retry,
+            max_retries = message.headers.max_retries,
+            delay_ms = delay.delay.as_millis() as u64,
+            error = %error,
+            "delivery failed; retry scheduled"
+        );
+        Ok(())
+    }
+
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        failure: &FailureInfo,
+        named: Option<&Named>,
+        publisher: &Publisher,
+    ) -> Result<(), PublishError> {
+        let mut headers = delivery_headers(&delivery.properties);
+        headers.insert(headers::ORIGINAL_ROUTING_KEY.into(), text(delivery.routing_key.as_str()));
+        set_failure_headers(&mut headers, failure.kind.as_str(), failure.code.as_deref(), &failure.message);
+        headers.insert(headers::FAILED_AT.into(), text(Utc::now().to_rfc3339()));
+        headers.insert(headers::FAILED_BY.into(), text(self.producer.as_str()));
+        let properties = delivery.properties.clone().with_headers(headers).with_delivery_mode(2);
+
+        let exchange = self.topology.dlq_exchange();
+        publisher.publish(exchange, delivery.routing_key.as_str(), true, &delivery.data, properties).await?;
+        warn!(kind = %failure.kind, reason = %failure.message, "message dead-lettered");
+
+        match named {
+            Some(named) => self.publish_failed(named, failure, publisher).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn publish_failed(&self, named: &Named, failure: &FailureInfo, publisher: &Publisher) -> Result<(), PublishError> {
+        let subject = Subject {
+            notification_id: named.notification_id,
+            channel: named.channel,
+            template: named.template.as_deref(),
+            attempts: named.attempts,
+        };
+        let data = events::failed_data(&subject, failure);
+        let event = events::outcome_event(&named.ids, events::FAILED, &self.producer, named.notification_id, data.clone());
+        publisher.publish_event(self.topology.events_exchange(), &event).await?;
+
+        if named.channel == ChannelKind::Webhook {
+            let mut data = data;
+            if let Some(url) = &named.webhook_url {
+                data["url"] = url.clone().into();
+            }
+            let event = events::outcome_event(&named.ids, events::WEBHOOK_FAILED, &self.producer, named.notification_id, data);
+            publisher.publish_event(self.topology.events_exchange(), &event).await?;
+        }
+        Ok(())
+    }
+}
+
+fn delivery_headers(properties: &BasicProperties) -> FieldTable {
+    properties.headers().clone().unwrap_or_default()
+}
+
+fn without(headers: FieldTable, names: &[&str]) -> FieldTable {
+    let mut kept = FieldTable::default();
+    for (key, value) in headers.inner() {
+        if !names.contains(&key.as_str()) {
+            kept.insert(key.clone(), value.clone());
+        }
+    }
+    kept
+}
+
+/// Replaces, never appends, the failure headers.
+fn set_failure_headers(headers: &mut FieldTable, kind: &str, code: Option<&str>, reason: &str) {
+    let mut cleared = without(std::mem::take(headers), &[headers::FAILURE_CODE]);
+    cleared.insert(headers::FAILURE_KIND.into(), text(kind));
+    cleared.insert(headers::FAILURE_REASON.into(), text(reason));
+    if let Some(code) = code {
+        cleared.insert(headers::FAILURE_CODE.into(), text(code));
+    }
+    *headers = cleared;
+}
+
+async fn ack(delivery: &Delivery) {
+    match delivery.acker.ack(BasicAckOptions::default()).await {
+        Ok(true) => {}
+        Ok(false) => warn!("ack not sent because the channel closed; the broker will redeliver the message"),
+        Err(err) => warn!(error = %err, "ack failed; the broker will redeliver the message"),
+    }
+}
+
+async fn nack_requeue(delivery: &Delivery) {
+    let options = BasicNackOptions { requeue: true, ..BasicNackOptions::default() };
+    match delivery.acker.nack(options).await {
+        Ok(true) => {}
+        Ok(false) => warn!("nack not sent because the channel closed; the broker will redeliver the message"),
+        Err(err) => warn!(error = %err, "nack failed; the broker will redeliver the message when the channel closes"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_headers_are_replaced_not_appended() {
+        let mut headers = FieldTable::default();
+        set_failure_headers(&mut headers, "unavailable", Some("http_503"), "first");
+        set_failure_headers(&mut headers, "timeout", None, "second");
+        assert_eq!(headers.inner().len(), 2);
+        assert_eq!(headers::string_value(&headers.inner()[headers::FAILURE_KIND]).unwrap(), "timeout");
+        assert!(!headers.contains_key(headers::FAILURE_CODE));
+    }
+
+    #[test]
+    fn broker_death_headers_are_dropped() {
+        let mut headers = FieldTable::default();
+        headers.insert("x-death".into(), text("anything"));
+        headers.insert("x-trace-id".into(), text("t"));
+        let kept = without(headers, &BROKER_DEATH_HEADERS);
+        assert!(!kept.contains_key("x-death"));
+        assert!(kept.contains_key("x-trace-id"));
+    }
+}

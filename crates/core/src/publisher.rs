@@ -1,0 +1,118 @@
+//! Publishing with publisher confirms: a publish succeeds only when the
+//! broker confirmed it and, for mandatory publishes, routed it to a queue.
+
+use std::time::Duration;
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
+use serde::Serialize;
+
+use crate::envelope::Envelope;
+use crate::headers::outgoing_properties;
+
+/// A publish the broker did not take responsibility for.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("broker error while publishing to {exchange:?} with routing key {routing_key:?}: {source}")]
+    Broker {
+        exchange: String,
+        routing_key: String,
+        #[source]
+        source: lapin::Error,
+    },
+    #[error("broker returned the message published to {exchange:?} with routing key {routing_key:?}: {reply}")]
+    Returned { exchange: String, routing_key: String, reply: String },
+    #[error("broker rejected (nack) the message published to {exchange:?} with routing key {routing_key:?}")]
+    Nacked { exchange: String, routing_key: String },
+    #[error("no publisher confirm within {0:?} for a message to {1:?}")]
+    ConfirmTimedOut(Duration, String),
+    #[error("cannot serialize event: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+/// A confirm-mode channel on the publishing connection.
+///
+/// Publishing uses a connection of its own so that, when the broker blocks
+/// publishers under a memory or disk alarm, acks on the consuming connection
+/// keep flowing.
+#[derive(Clone)]
+pub struct Publisher {
+    channel: Channel,
+    confirm_timeout: Duration,
+}
+
+impl Publisher {
+    /// Opens a channel in confirm mode.
+    ///
+    /// # Errors
+    ///
+    /// Returns the broker's error.
+    pub async fn open(connection: &Connection, confirm_timeout: Duration) -> Result<Publisher, lapin::Error> {
+        let channel = connection.create_channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok(Publisher { channel, confirm_timeout })
+    }
+
+    /// Publishes and waits for the broker's confirm.
+    ///
+    /// With `mandatory`, a message that no queue receives counts as failed:
+    /// the broker returns it and then still acks it.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`PublishError`] when the broker did not confirm, returned the
+    /// message, or did not answer within the confirm timeout.
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        mandatory: bool,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), PublishError> {
+        let broker_error = |source| PublishError::Broker { exchange: exchange.to_owned(), routing_key: routing_key.to_owned(), source };
+        let options = BasicPublishOptions { mandatory, ..BasicPublishOptions::default() };
+        let confirmation = async {
+            let confirm = self
+                .channel
+                .basic_publish(exchange.into(), routing_key.into(), options, body, properties)
+                .await?;
+            confirm.await
+        };
+        let confirmation = tokio::time::timeout(self.confirm_timeout, confirmation)
+            .await
+            .map_err(|_| PublishError::ConfirmTimedOut(self.confirm_timeout, exchange.to_owned()))?
+            .map_err(broker_error)?;
+        match confirmation {
+            Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+            Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => Err(PublishError::Returned {
+                exchange: exchange.to_owned(),
+                routing_key: routing_key.to_owned(),
+                reply: format!("{} {}", returned.reply_code, returned.reply_text),
+            }),
+            Confirmation::Nack(None) => {
+                Err(PublishError::Nacked { exchange: exchange.to_owned(), routing_key: routing_key.to_owned() })
+            }
+        }
+    }
+
+    /// Publishes an event envelope on `exchange` under its event type.
+    ///
+    /// Not mandatory: an event nobody subscribes to is not an error.
+    ///
+    /// # Errors
+    ///
+    /// See [`Publisher::publish`].
+    pub async fn publish_event<T: Serialize>(&self, exchange: &str, event: &Envelope<T>) -> Result<(), PublishError> {
+        let body = serde_json::to_vec(event)?;
+        let properties = outgoing_properties(
+            &event.event_type,
+            &event.tenant_id.to_string(),
+            &event.trace_id,
+            &event.event_id.to_string(),
+        )
+        .with_timestamp(u64::try_from(event.event_time.timestamp()).unwrap_or(0))
+        .with_app_id(event.producer.as_str().into());
+        self.publish(exchange, &event.event_type, false, &body, properties).await
+    }
+}

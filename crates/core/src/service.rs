@@ -1,0 +1,223 @@
+//! The long-running service: connects to the broker, declares the topology,
+//! runs one consumer per channel, and starts over with capped exponential
+//! backoff whenever the broker session is lost.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::channel::ChannelRegistry;
+use crate::config::{redact_url, Config};
+use crate::dispatcher::{ConsumerError, Dispatcher, DispatcherSettings};
+use crate::idempotency::MemoryIdempotencyStore;
+use crate::publisher::Publisher;
+use crate::retry::RetryPolicy;
+use crate::templates::TemplateStore;
+use crate::topology::Topology;
+
+/// Why a broker session ended or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("cannot connect to the broker at {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: lapin::Error,
+    },
+    #[error("no connection to the broker at {url} within {timeout:?}")]
+    ConnectTimedOut { url: String, timeout: Duration },
+    #[error("cannot declare the topology: {0}")]
+    Topology(#[source] lapin::Error),
+    #[error("cannot open a channel: {0}")]
+    Channel(#[source] lapin::Error),
+    #[error(transparent)]
+    Consumer(#[from] ConsumerError),
+}
+
+/// Configuration that stops the service from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("no channel is enabled; enable at least one under [channels]")]
+    NoChannels,
+    #[error(transparent)]
+    Retry(#[from] crate::retry::RetryConfigError),
+}
+
+/// The service, ready to run.
+pub struct Service {
+    dispatcher: Arc<Dispatcher>,
+    url: String,
+    connect_timeout: Duration,
+    confirm_timeout: Duration,
+    reconnect_initial: Duration,
+    reconnect_max: Duration,
+    prefetch: u16,
+    concurrency: usize,
+    shutdown_timeout: Duration,
+    ready: Arc<AtomicBool>,
+}
+
+impl Service {
+    /// Assembles the service from its configuration, plugins and templates.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ServiceError`] when no channel is registered or the retry
+    /// settings are invalid.
+    pub fn new<C>(config: &Config<C>, registry: ChannelRegistry, templates: Arc<TemplateStore>) -> Result<Service, ServiceError> {
+        let channels = registry.kinds();
+        if channels.is_empty() {
+            return Err(ServiceError::NoChannels);
+        }
+        let retry = RetryPolicy::from_config(&config.retry)?;
+        let topology = Topology::new(&config.broker, channels, retry.tiers());
+        let idempotency = Arc::new(MemoryIdempotencyStore::new(
+            config.idempotency.max_entries,
+            Duration::from_secs(config.idempotency.ttl_secs),
+        ));
+        let settings = DispatcherSettings {
+            producer: config.service.producer.clone(),
+            default_max_retries: config.retry.default_max_retries,
+            max_message_bytes: config.dispatcher.max_message_bytes,
+        };
+        let dispatcher = Dispatcher::new(registry, templates, topology, retry, idempotency, settings);
+        Ok(Service {
+            dispatcher: Arc::new(dispatcher),
+            url: config.broker.url.clone(),
+            connect_timeout: config.connect_timeout(),
+            confirm_timeout: config.confirm_timeout(),
+            reconnect_initial: Duration::from_millis(config.broker.reconnect_initial_ms),
+            reconnect_max: Duration::from_millis(config.broker.reconnect_max_ms),
+            prefetch: config.dispatcher.prefetch,
+            concurrency: config.dispatcher.concurrency,
+            shutdown_timeout: Duration::from_secs(config.service.shutdown_timeout_secs),
+            ready: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// True while connected and consuming every channel queue.
+    pub fn readiness(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.ready)
+    }
+
+    /// Runs until `shutdown` is cancelled, reconnecting as often as needed.
+    pub async fn run(&self, shutdown: CancellationToken) {
+        let mut backoff = self.reconnect_initial;
+        loop {
+            let result = self.session(&shutdown).await;
+            self.ready.store(false, Ordering::SeqCst);
+            if shutdown.is_cancelled() {
+                info!("service stopped");
+                return;
+            }
+            match result {
+                Ok(Session::Established(err)) => {
+                    backoff = self.reconnect_initial;
+                    warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "broker session lost; reconnecting");
+                }
+                Ok(Session::Stopped) => return,
+                Err(err) => {
+                    warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "broker session could not start; retrying");
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(self.reconnect_max);
+        }
+    }
+
+    /// One broker session: connect, declare, consume until something ends it.
+    async fn session(&self, shutdown: &CancellationToken) -> Result<Session, SessionError> {
+        let consuming = self.connect("consume").await?;
+        let publishing = self.connect("publish").await?;
+
+        let setup = publishing.create_channel().await.map_err(SessionError::Channel)?;
+        self.dispatcher.topology().declare(&setup).await.map_err(SessionError::Topology)?;
+        let _ = setup.close(200, "topology declared".into()).await;
+        let publisher = Publisher::open(&publishing, self.confirm_timeout).await.map_err(SessionError::Channel)?;
+
+        let stop = CancellationToken::new();
+        let mut consumers = JoinSet::new();
+        for &channel in self.dispatcher.topology().channels() {
+            let consumer = self.subscribe(&consuming, channel).await?;
+            let dispatcher = Arc::clone(&self.dispatcher);
+            consumers.spawn(dispatcher.consume(channel, consumer, publisher.clone(), self.concurrency, stop.clone()));
+        }
+        self.ready.store(true, Ordering::SeqCst);
+        info!(channels = ?self.dispatcher.topology().channels(), prefetch = self.prefetch, concurrency = self.concurrency, "consuming");
+
+        let ended = tokio::select! {
+            () = shutdown.cancelled() => None,
+            Some(joined) = consumers.join_next() => Some(joined),
+        };
+        self.ready.store(false, Ordering::SeqCst);
+        stop.cancel();
+
+        let deadline = if ended.is_none() { self.shutdown_timeout } else { self.confirm_timeout };
+        if tokio::time::timeout(deadline, drain(&mut consumers)).await.is_err() {
+            warn!(timeout_secs = deadline.as_secs(), "in-flight messages did not finish in time; the broker will redeliver them");
+            consumers.abort_all();
+        }
+        let _ = consuming.close(200, "flatrender-notify stopping".into()).await;
+        let _ = publishing.close(200, "flatrender-notify stopping".into()).await;
+
+        match ended {
+            None => Ok(Session::Stopped),
+            Some(Ok(Ok(()))) => Ok(Session::Established(ConsumerError::Cancelled("a channel queue".to_owned()).into())),
+            Some(Ok(Err(err))) => Ok(Session::Established(err.into())),
+            Some(Err(join_error)) => {
+                error!(error = %join_error, "consumer task failed");
+                Ok(Session::Established(ConsumerError::Cancelled("a channel queue".to_owned()).into()))
+            }
+        }
+    }
+
+    async fn connect(&self, role: &str) -> Result<Connection, SessionError> {
+        let url = redact_url(&self.url);
+        let properties = ConnectionProperties::default().with_connection_name(format!("flatrender-notify {role}").into());
+        match tokio::time::timeout(self.connect_timeout, Connection::connect(&self.url, properties)).await {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(source)) => Err(SessionError::Connect { url, source }),
+            Err(_) => Err(SessionError::ConnectTimedOut { url, timeout: self.connect_timeout }),
+        }
+    }
+
+    async fn subscribe(&self, connection: &Connection, channel: crate::ChannelKind) -> Result<lapin::Consumer, SessionError> {
+        let amqp_channel = connection.create_channel().await.map_err(SessionError::Channel)?;
+        amqp_channel
+            .basic_qos(self.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(SessionError::Channel)?;
+        let queue = self.dispatcher.topology().channel_queue(channel);
+        let tag = format!("flatrender-notify.{channel}.{}", uuid::Uuid::new_v4());
+        amqp_channel
+            .basic_consume(queue.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+            .await
+            .map_err(SessionError::Channel)
+    }
+}
+
+/// How a session that started ended.
+enum Session {
+    /// Shutdown was requested.
+    Stopped,
+    /// The session ran and then failed.
+    Established(SessionError),
+}
+
+async fn drain(consumers: &mut JoinSet<Result<(), ConsumerError>>) {
+    while let Some(joined) = consumers.join_next().await {
+        if let Ok(Err(err)) = joined {
+            warn!(error = %err, "consumer stopped with an error while the session was ending");
+        }
+    }
+}
