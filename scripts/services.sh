@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Starts RabbitMQ on 127.0.0.1:5672 unless it already runs, installing it
+# from Debian's packages when it is missing. Sourced by the other scripts.
+
+port_open() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+ensure_rabbitmq() {
+  if port_open 5672; then
+    return 0
+  fi
+  if ! command -v rabbitmq-server >/dev/null 2>&1; then
+    echo "RabbitMQ is not installed; installing rabbitmq-server from Debian's packages" >&2
+    as_root apt-get update -q
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q rabbitmq-server
+  fi
+  echo "starting RabbitMQ" >&2
+  as_root rabbitmq-server -detached
+  for _ in $(seq 1 120); do
+    if port_open 5672; then
+      # The port opens before the broker accepts logins; wait for that too.
+      as_root rabbitmqctl await_startup >/dev/null 2>&1 && return 0
+    fi
+    sleep 1
+  done
+  echo "RabbitMQ did not start within 120 s; see /var/log/rabbitmq" >&2
+  return 1
+}

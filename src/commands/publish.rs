@@ -1,0 +1,128 @@
+//! `publish`: puts one dispatch request on the broker, with the contract's
+//! headers, as another service of the stack would.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use chrono::Utc;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{Connection, ConnectionProperties};
+use notify_core::config::{BrokerConfig, Config};
+use notify_core::envelope::DISPATCH_EVENT_TYPE;
+use notify_core::headers::outgoing_properties;
+use notify_core::ChannelKind;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+/// What to publish.
+pub struct PublishRequest<'a> {
+    pub channel: ChannelKind,
+    pub template: &'a str,
+    pub to: &'a str,
+    pub locale: Option<&'a str>,
+    pub variables: Option<&'a Path>,
+    pub tenant_id: Option<Uuid>,
+}
+
+/// Publishes the request and prints its notification id.
+///
+/// # Errors
+///
+/// Fails when the variables file is unreadable or the broker does not
+/// confirm the message.
+pub async fn run<C: serde::de::DeserializeOwned>(config: &Config<C>, request: PublishRequest<'_>) -> anyhow::Result<()> {
+    let variables = match request.variables {
+        Some(path) => read_variables(path)?,
+        None => json!({}),
+    };
+    let notification_id = Uuid::new_v4();
+    let tenant_id = request.tenant_id.unwrap_or_else(Uuid::new_v4);
+    let trace_id = Uuid::new_v4();
+    let mut data = json!({
+        "notification_id": notification_id,
+        "channel": request.channel.as_str(),
+        "template": request.template,
+        "recipient": recipient(request.channel, request.to)?,
+        "variables": variables,
+    });
+    if let Some(locale) = request.locale {
+        data["locale"] = json!(locale);
+    }
+    let envelope = json!({
+        "event_id": Uuid::new_v4(),
+        "event_type": DISPATCH_EVENT_TYPE,
+        "event_time": Utc::now().to_rfc3339(),
+        "tenant_id": tenant_id,
+        "trace_id": trace_id,
+        "correlation_id": Uuid::new_v4(),
+        "producer": "flatrender-notify-cli",
+        "data": data,
+    });
+    let body = serde_json::to_vec(&envelope)?;
+    let properties = outgoing_properties(DISPATCH_EVENT_TYPE, &tenant_id.to_string(), &trace_id.to_string(), &notification_id.to_string());
+
+    publish(&config.broker, &request.channel.routing_key(), &body, properties, config.confirm_timeout()).await?;
+    println!("published notification {notification_id} to {} ({})", config.broker.exchanges.notify, request.channel.routing_key());
+    Ok(())
+}
+
+fn read_variables(path: &Path) -> anyhow::Result<Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read variables file {}", path.display()))?;
+    let value: Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
+    if !value.is_object() {
+        bail!("{} must contain a JSON object of template variables", path.display());
+    }
+    Ok(value)
+}
+
+/// The `recipient` object for `to` on `channel`; push takes `fcm:TOKEN` or `apns:TOKEN`.
+fn recipient(channel: ChannelKind, to: &str) -> anyhow::Result<Value> {
+    Ok(match channel {
+        ChannelKind::Email => json!({"email": to}),
+        ChannelKind::Sms => json!({"phone": to}),
+        ChannelKind::Telegram => match to.parse::<i64>() {
+            Ok(id) => json!({"chat_id": id}),
+            Err(_) => json!({"chat_id": to}),
+        },
+        ChannelKind::Push => {
+            let Some((platform, token)) = to.split_once(':') else {
+                bail!("--to for push must be fcm:TOKEN or apns:TOKEN");
+            };
+            json!({"device_token": token, "platform": platform})
+        }
+        ChannelKind::Webhook => json!({"url": to}),
+    })
+}
+
+async fn publish(
+    broker: &BrokerConfig,
+    routing_key: &str,
+    body: &[u8],
+    properties: lapin::BasicProperties,
+    confirm_timeout: Duration,
+) -> anyhow::Result<()> {
+    let connect = Connection::connect(&broker.url, ConnectionProperties::default());
+    let connection = tokio::time::timeout(Duration::from_secs(broker.connect_timeout_secs), connect)
+        .await
+        .context("timed out connecting to the broker")?
+        .context("cannot connect to the broker")?;
+    let channel = connection.create_channel().await?;
+    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    let options = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
+    let confirm = channel
+        .basic_publish(broker.exchanges.notify.as_str().into(), routing_key.into(), options, body, properties)
+        .await
+        .with_context(|| format!("cannot publish to exchange {}", broker.exchanges.notify))?;
+    let confirmation = tokio::time::timeout(confirm_timeout, confirm)
+        .await
+        .context("timed out waiting for the broker's confirm")??;
+    if !confirmation.is_ack() {
+        bail!("the broker rejected the message");
+    }
+    if confirmation.take_message().is_some() {
+        bail!("no queue is bound to {routing_key} on {}; start the service once so it declares its queues", broker.exchanges.notify);
+    }
+    let _ = connection.close(200, "published".into()).await;
+    Ok(())
+}

@@ -1,0 +1,134 @@
+//! `flatrender-notify`: reads arguments and configuration, sets up logging,
+//! and runs the service from `notify-core` with the plugins of `notify-channels`.
+
+mod commands;
+mod logging;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use notify_channels::{build_registry, ChannelsConfig};
+use notify_core::config::Config;
+use notify_core::service::Service;
+use notify_core::templates::TemplateStore;
+use notify_core::ChannelKind;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+/// Notification service of the flatrender stack: consumes the
+/// `notify.channel.*` queues and delivers email, SMS, Telegram, push and
+/// webhooks.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service until SIGINT or SIGTERM.
+    Serve {
+        /// TOML configuration file; `NOTIFY__SECTION__KEY` variables override its keys.
+        #[arg(long, short, default_value = "config/default.toml")]
+        config: PathBuf,
+    },
+    /// Publish one notification request to the broker, with the contract's
+    /// headers, as another service would; prints its notification id.
+    Publish {
+        /// TOML configuration file; the broker and exchange names come from it.
+        #[arg(long, short, default_value = "config/default.toml")]
+        config: PathBuf,
+        /// Channel: email, sms, telegram, push or webhook.
+        #[arg(long)]
+        channel: ChannelKind,
+        /// Template name, e.g. render_completed.
+        #[arg(long)]
+        template: String,
+        /// Recipient: an email address, an E.164 phone number, a Telegram chat
+        /// id, fcm:TOKEN or apns:TOKEN, or a webhook URL.
+        #[arg(long)]
+        to: String,
+        /// Locale of the template, e.g. de; the default locale when absent.
+        #[arg(long)]
+        locale: Option<String>,
+        /// JSON file with the template variables.
+        #[arg(long)]
+        vars: Option<PathBuf>,
+        /// Tenant id; a random one when absent.
+        #[arg(long)]
+        tenant: Option<uuid::Uuid>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            error!(error = %err, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve { config } => runtime.block_on(serve(config)),
+        Command::Publish { config, channel, template, to, locale, vars, tenant } => runtime.block_on(async {
+            let config: Config<ChannelsConfig> = Config::load(&config)?;
+            let request = commands::publish::PublishRequest {
+                channel,
+                template: &template,
+                to: &to,
+                locale: locale.as_deref(),
+                variables: vars.as_deref(),
+                tenant_id: tenant,
+            };
+            commands::publish::run(&config, request).await
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            error!("{err:#}");
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
+    let config: Config<ChannelsConfig> = Config::load(&config_path)?;
+    let templates = TemplateStore::load(&config.templates.dir, &config.templates.default_locale)
+        .with_context(|| format!("templates in {} are invalid", config.templates.dir.display()))?;
+    let registry = build_registry(&config.channels)?;
+    let service = Service::new(&config, registry, Arc::new(templates))?;
+    info!(config = %config_path.display(), broker = ?config.broker, "starting flatrender-notify");
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    service.run(shutdown).await;
+    Ok(())
+}
+
+/// Cancels `shutdown` on the first SIGINT or SIGTERM.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                error!(error = %err, "cannot listen for SIGTERM; only SIGINT stops the service");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => info!("SIGINT received; stopping"),
+        () = terminate => info!("SIGTERM received; stopping"),
+    }
+    shutdown.cancel();
+}

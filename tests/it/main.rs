@@ -1,0 +1,12 @@
+//! Integration tests: the real `flatrender-notify` binary against the real
+//! RabbitMQ on 127.0.0.1:5672, wiremock as webhook receiver and the testkit
+//! SMTP server as mail server. Each test declares its own exchanges and
+//! queues under a unique prefix, so tests run in parallel.
+
+mod utils;
+
+mod dead_letters;
+mod delivery;
+mod email;
+mod lifecycle;
+mod retries;

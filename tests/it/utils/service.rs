@@ -1,0 +1,215 @@
+//! The real `flatrender-notify` binary, started with a configuration that
+//! points it at a test's own slice of the broker.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::broker::{TestBroker, BROKER_URL, PATIENCE};
+
+/// Retry tiers used in tests, in milliseconds: short ones so retries happen
+/// within a test, and 30 s / 60 s ones for Retry-After checks.
+pub const TEST_TIERS_MS: [u64; 6] = [100, 200, 400, 800, 30_000, 60_000];
+
+/// What a test changes in the service's configuration.
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    /// TOML for the `[channels]` section and below.
+    pub channels_toml: String,
+    pub prefetch: u16,
+    pub concurrency: usize,
+    pub max_message_bytes: usize,
+    pub templates_dir: PathBuf,
+}
+
+impl ServiceSettings {
+    pub fn new(channels_toml: impl Into<String>) -> ServiceSettings {
+        ServiceSettings {
+            channels_toml: channels_toml.into(),
+            prefetch: 16,
+            concurrency: 8,
+            max_message_bytes: 64 * 1024,
+            templates_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("templates"),
+        }
+    }
+
+    pub fn webhook() -> ServiceSettings {
+        ServiceSettings::new(format!(
+            "[channels.webhook]\nenabled = true\ntimeout_secs = 2\nallow_loopback = true\nsigning_secret = \"{}\"\n",
+            WEBHOOK_SECRET
+        ))
+    }
+
+    pub fn email(smtp_port: u16) -> ServiceSettings {
+        ServiceSettings::new(format!(
+            "[channels.email]\nenabled = true\nhost = \"127.0.0.1\"\nport = {smtp_port}\ntls = \"none\"\n\
+             from = \"Flatrender <no-reply@flatrender.test>\"\ntimeout_secs = 5\n"
+        ))
+    }
+}
+
+/// Standard Webhooks secret the tests sign with.
+pub const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// A running service process; killed on drop.
+pub struct ServiceProcess {
+    child: Option<Child>,
+    config_path: PathBuf,
+    pub log_path: PathBuf,
+    queues: Vec<String>,
+}
+
+impl ServiceProcess {
+    /// Starts the binary and waits until it consumes every enabled channel queue.
+    pub async fn start(broker: &TestBroker, settings: ServiceSettings, channels: &[&str]) -> ServiceProcess {
+        let dir = std::env::temp_dir().join("flatrender-notify-it");
+        std::fs::create_dir_all(&dir).unwrap();
+        let config_path = dir.join(format!("{}.toml", broker.id));
+        let log_path = dir.join(format!("{}.log", broker.id));
+        std::fs::File::create(&config_path)
+            .unwrap()
+            .write_all(config_toml(broker, &settings).as_bytes())
+            .unwrap();
+        let log = std::fs::File::create(&log_path).unwrap();
+
+        let child = Command::new(env!("CARGO_BIN_EXE_flatrender-notify"))
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .env("RUST_LOG", "info,notify_core=debug,notify_channels=debug")
+            .env_remove("LOG_FORMAT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("the flatrender-notify binary must start");
+
+        let mut queues = vec![format!("{}flatrender.dlq", broker.queue_prefix())];
+        for channel in channels {
+            let queue = broker.channel_queue(channel);
+            for tier in TEST_TIERS_MS {
+                queues.push(format!("{queue}.retry.{}", tier_label(tier)));
+            }
+            queues.push(queue);
+        }
+        let mut process = ServiceProcess { child: Some(child), config_path, log_path, queues };
+        for channel in channels {
+            process.wait_consuming(broker, &broker.channel_queue(channel)).await;
+        }
+        process
+    }
+
+    async fn wait_consuming(&mut self, broker: &TestBroker, queue: &str) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if broker.consumer_count(queue).await.unwrap_or(0) >= 1 {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|child| child.try_wait().ok().flatten()) {
+                panic!("service exited with {status} before consuming {queue}; log:\n{}", self.log());
+            }
+            assert!(tokio::time::Instant::now() < deadline, "service never consumed {queue}; log:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
+    }
+
+    /// Sends SIGTERM and waits for the exit code.
+    pub async fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let pid = child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            if tokio::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("service did not stop within {PATIENCE:?} of SIGTERM");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the service and removes its queues and the test's exchanges.
+    pub async fn shutdown(mut self, broker: &TestBroker) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        broker.cleanup(&self.queues).await;
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(&self.config_path);
+    }
+}
+
+fn config_toml(broker: &TestBroker, settings: &ServiceSettings) -> String {
+    let tiers: Vec<String> = TEST_TIERS_MS.iter().map(u64::to_string).collect();
+    format!(
+        r#"[broker]
+url = "{BROKER_URL}"
+queue_prefix = "{prefix}"
+confirm_timeout_secs = 5
+reconnect_initial_ms = 100
+reconnect_max_ms = 2000
+
+[broker.exchanges]
+events = "{events}"
+notify = "{notify}"
+dlq = "{dlq}"
+
+[dispatcher]
+prefetch = {prefetch}
+concurrency = {concurrency}
+max_message_bytes = {max_bytes}
+
+[retry]
+default_max_retries = 3
+base_delay_ms = 50
+multiplier = 2.0
+max_delay_ms = 800
+jitter = 0.1
+tiers_ms = [{tiers}]
+
+[templates]
+dir = "{templates}"
+default_locale = "en"
+
+[service]
+shutdown_timeout_secs = 10
+
+{channels}
+"#,
+        prefix = broker.queue_prefix(),
+        events = broker.events_exchange(),
+        notify = broker.notify_exchange(),
+        dlq = broker.dlq_exchange(),
+        prefetch = settings.prefetch,
+        concurrency = settings.concurrency,
+        max_bytes = settings.max_message_bytes,
+        tiers = tiers.join(", "),
+        templates = settings.templates_dir.display(),
+        channels = settings.channels_toml,
+    )
+}
+
+fn tier_label(ms: u64) -> String {
+    notify_core::retry::tier_label(Duration::from_millis(ms))
+}
