@@ -116,7 +116,13 @@ async fn publish(
         .with_context(|| format!("cannot publish to exchange {}", broker.exchanges.notify))?;
     let confirmation = tokio::time::timeout(confirm_timeout, confirm)
         .await
-        .context("timed out waiting for the broker's confirm")??;
+        .context("timed out waiting for the broker's confirm")?
+        .with_context(|| {
+            format!(
+                "publish to exchange {} failed; start the service once so it declares its exchanges and queues",
+                broker.exchanges.notify
+            )
+        })?;
     if !confirmation.is_ack() {
         bail!("the broker rejected the message");
     }

@@ -22,9 +22,10 @@ pub struct ChannelsConfig {
 /// A channel that is enabled but cannot be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("channels.email: {0}")]
+    // Both errors name the `channels.<channel>.<key>` at fault themselves.
+    #[error(transparent)]
     Email(#[from] EmailError),
-    #[error("channels.webhook: {0}")]
+    #[error(transparent)]
     Webhook(#[from] WebhookError),
 }
 
@@ -56,4 +57,32 @@ pub fn build_registry(config: &ChannelsConfig) -> Result<ChannelRegistry, SetupE
         registry.register(Arc::new(WebhookChannel::new(&config.webhook)?));
     }
     Ok(registry)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use notify_core::config::Config;
+
+    use super::*;
+
+    fn shipped(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config").join(name)
+    }
+
+    #[test]
+    fn default_config_loads_with_every_channel_off() {
+        let config: Config<ChannelsConfig> = Config::load(&shipped("default.toml")).unwrap();
+        assert!(config.channels.enabled().is_empty());
+        assert!(build_registry(&config.channels).unwrap().kinds().is_empty());
+    }
+
+    #[test]
+    fn local_config_builds_email_and_webhook() {
+        let config: Config<ChannelsConfig> = Config::load(&shipped("local.toml")).unwrap();
+        let registry = build_registry(&config.channels).unwrap();
+        assert_eq!(registry.kinds(), [ChannelKind::Email, ChannelKind::Webhook]);
+        assert_eq!(config.channels.email.port, 1025);
+    }
 }
