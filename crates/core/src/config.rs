@@ -31,6 +31,8 @@ pub struct Config<C> {
     pub templates: TemplatesConfig,
     #[serde(default)]
     pub idempotency: IdempotencyConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
     pub channels: C,
 }
 
@@ -193,6 +195,26 @@ impl Default for IdempotencyConfig {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address of the `/healthz`, `/readyz` and `/metrics` listener; empty disables it.
+    pub listen: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { listen: "127.0.0.1:9464".to_owned() }
+    }
+}
+
+impl AdminConfig {
+    /// The listen address, or `None` when the listener is disabled.
+    pub fn address(&self) -> Option<std::net::SocketAddr> {
+        self.listen.parse().ok()
+    }
+}
+
 /// Configuration that cannot be read or is invalid.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -276,6 +298,9 @@ impl<C> Config<C> {
         }
         if !crate::envelope::is_valid_locale(&self.templates.default_locale) {
             return invalid("templates.default_locale", "must be a language tag such as `en`");
+        }
+        if !self.admin.listen.is_empty() && self.admin.address().is_none() {
+            return invalid("admin.listen", "must be an IP address and port such as 127.0.0.1:9464, or empty");
         }
         RetryPolicy::from_config(&self.retry)?;
         Ok(())

@@ -11,7 +11,10 @@
 //!   [`publisher`], a delayed retry through the queues of [`topology`] on the
 //!   schedule of [`retry`], or a dead letter; and only then acks.
 
+pub mod admin;
 pub mod channel;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod config;
 pub mod content;
 pub mod dispatcher;
@@ -20,6 +23,7 @@ pub mod error;
 pub mod events;
 pub mod headers;
 pub mod idempotency;
+pub mod metrics;
 pub mod publisher;
 pub mod recipient;
 pub mod retry;

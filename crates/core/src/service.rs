@@ -16,7 +16,9 @@ use tracing::{error, info, warn};
 use crate::channel::ChannelRegistry;
 use crate::config::{redact_url, Config};
 use crate::dispatcher::{ConsumerError, Dispatcher, DispatcherSettings};
+use crate::admin::{self, AdminState};
 use crate::idempotency::MemoryIdempotencyStore;
+use crate::metrics::Metrics;
 use crate::publisher::Publisher;
 use crate::retry::RetryPolicy;
 use crate::templates::TemplateStore;
@@ -62,6 +64,8 @@ pub struct Service {
     concurrency: usize,
     shutdown_timeout: Duration,
     ready: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+    admin_address: Option<std::net::SocketAddr>,
 }
 
 impl Service {
@@ -87,7 +91,8 @@ impl Service {
             default_max_retries: config.retry.default_max_retries,
             max_message_bytes: config.dispatcher.max_message_bytes,
         };
-        let dispatcher = Dispatcher::new(registry, templates, topology, retry, idempotency, settings);
+        let metrics = Arc::new(Metrics::new());
+        let dispatcher = Dispatcher::new(registry, templates, topology, retry, idempotency, Arc::clone(&metrics), settings);
         Ok(Service {
             dispatcher: Arc::new(dispatcher),
             url: config.broker.url.clone(),
@@ -99,6 +104,8 @@ impl Service {
             concurrency: config.dispatcher.concurrency,
             shutdown_timeout: Duration::from_secs(config.service.shutdown_timeout_secs),
             ready: Arc::new(AtomicBool::new(false)),
+            metrics,
+            admin_address: config.admin.address(),
         })
     }
 
@@ -107,28 +114,41 @@ impl Service {
         Arc::clone(&self.ready)
     }
 
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
     /// Runs until `shutdown` is cancelled, reconnecting as often as needed.
-    pub async fn run(&self, shutdown: CancellationToken) {
+    ///
+    /// # Errors
+    ///
+    /// Returns the error of binding the admin listener's address.
+    pub async fn run(&self, shutdown: CancellationToken) -> std::io::Result<()> {
+        if let Some(address) = self.admin_address {
+            let state = AdminState { ready: self.readiness(), metrics: self.metrics() };
+            admin::serve(address, state, shutdown.clone()).await?;
+        }
         let mut backoff = self.reconnect_initial;
         loop {
             let result = self.session(&shutdown).await;
-            self.ready.store(false, Ordering::SeqCst);
+            self.set_ready(false);
             if shutdown.is_cancelled() {
                 info!("service stopped");
-                return;
+                return Ok(());
             }
             match result {
                 Ok(Session::Established(err)) => {
                     backoff = self.reconnect_initial;
+                    self.metrics.reconnected();
                     warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "broker session lost; reconnecting");
                 }
-                Ok(Session::Stopped) => return,
+                Ok(Session::Stopped) => return Ok(()),
                 Err(err) => {
                     warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "broker session could not start; retrying");
                 }
             }
             tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => return Ok(()),
                 () = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(self.reconnect_max);
@@ -152,14 +172,14 @@ impl Service {
             let dispatcher = Arc::clone(&self.dispatcher);
             consumers.spawn(dispatcher.consume(channel, consumer, publisher.clone(), self.concurrency, stop.clone()));
         }
-        self.ready.store(true, Ordering::SeqCst);
+        self.set_ready(true);
         info!(channels = ?self.dispatcher.topology().channels(), prefetch = self.prefetch, concurrency = self.concurrency, "consuming");
 
         let ended = tokio::select! {
             () = shutdown.cancelled() => None,
             Some(joined) = consumers.join_next() => Some(joined),
         };
-        self.ready.store(false, Ordering::SeqCst);
+        self.set_ready(false);
         stop.cancel();
 
         let deadline = if ended.is_none() { self.shutdown_timeout } else { self.confirm_timeout };
@@ -179,6 +199,11 @@ impl Service {
                 Ok(Session::Established(ConsumerError::Cancelled("a channel queue".to_owned()).into()))
             }
         }
+    }
+
+    fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+        self.metrics.broker_connected(ready);
     }
 
     async fn connect(&self, role: &str) -> Result<Connection, SessionError> {

@@ -82,6 +82,7 @@ impl Dispatcher {
         let request = &message.envelope.data;
 
         if let Some(record) = self.idempotency.get(request.notification_id, queue_channel) {
+            self.metrics.idempotency_hit(queue_channel);
             return Decision::Duplicate { message, record };
         }
         if request.expires_at.is_some_and(|expires_at| expires_at <= Utc::now()) {
@@ -176,7 +177,9 @@ impl Dispatcher {
             let failure = failure(FailureKind::Configuration, None, format!("no plugin registered for channel {}", notification.channel));
             return Decision::DeadLetter { failure, named: Some(message.named(notification.channel)) };
         };
+        let started = std::time::Instant::now();
         let sent = AssertUnwindSafe(plugin.send(&notification)).catch_unwind().await;
+        self.metrics.provider_call(notification.channel, started.elapsed());
         let sent = sent.unwrap_or_else(|panic| {
             let reason = panic_message(panic.as_ref());
             tracing::error!(reason = %reason, "channel plugin panicked; dead-lettering the message");

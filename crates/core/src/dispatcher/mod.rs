@@ -21,6 +21,7 @@ use tracing::{field, info_span, Instrument};
 
 use crate::channel::{ChannelKind, ChannelRegistry};
 use crate::idempotency::MemoryIdempotencyStore;
+use crate::metrics::Metrics;
 use crate::publisher::{PublishError, Publisher};
 use crate::retry::RetryPolicy;
 use crate::templates::TemplateStore;
@@ -33,6 +34,7 @@ pub struct Dispatcher {
     pub(crate) topology: Topology,
     pub(crate) retry: RetryPolicy,
     pub(crate) idempotency: Arc<MemoryIdempotencyStore>,
+    pub(crate) metrics: Arc<Metrics>,
     /// `producer` of published events.
     pub(crate) producer: String,
     pub(crate) default_max_retries: u32,
@@ -69,6 +71,7 @@ impl Dispatcher {
         topology: Topology,
         retry: RetryPolicy,
         idempotency: Arc<MemoryIdempotencyStore>,
+        metrics: Arc<Metrics>,
         settings: DispatcherSettings,
     ) -> Dispatcher {
         Dispatcher {
@@ -77,6 +80,7 @@ impl Dispatcher {
             topology,
             retry,
             idempotency,
+            metrics,
             producer: settings.producer,
             default_max_retries: settings.default_max_retries,
             max_message_bytes: settings.max_message_bytes,
@@ -166,6 +170,8 @@ impl Dispatcher {
             tenant_id = field::Empty,
             redelivered = delivery.redelivered,
         );
+        self.metrics.consumed(channel);
+        let _in_flight = self.metrics.in_flight(channel);
         async {
             let decision = self.decide(channel, &delivery).await;
             self.settle(channel, &delivery, decision, publisher).await

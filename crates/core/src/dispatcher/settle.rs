@@ -55,15 +55,19 @@ impl Dispatcher {
                 Ok(())
             }
             Decision::Retry { message, error } => self.schedule_retry(channel, delivery, &message, &error, publisher).await,
-            Decision::DeadLetter { failure, named } => self.dead_letter(delivery, &failure, named.as_ref(), publisher).await,
+            Decision::DeadLetter { failure, named } => {
+                self.dead_letter(channel, delivery, &failure, named.as_ref(), publisher).await
+            }
             Decision::Expired { named } => {
                 let failure = FailureInfo {
                     kind: crate::error::FailureKind::Expired,
                     code: None,
                     message: "expires_at passed before delivery".to_owned(),
                 };
+                self.publish_failed(&named, &failure, publisher).await?;
+                self.metrics.failed(channel, failure.kind);
                 info!("notification expired before delivery; dropping it");
-                self.publish_failed(&named, &failure, publisher).await
+                Ok(())
             }
         };
 
@@ -112,6 +116,8 @@ impl Dispatcher {
             publisher.publish_event(self.topology.events_exchange(), &event).await?;
         }
         self.idempotency.put(request.notification_id, channel, DeliveryRecord::Completed);
+        let latency = (chrono::Utc::now() - message.envelope.event_time).to_std().ok();
+        self.metrics.delivered(channel, latency);
         debug!(provider = %receipt.provider, attempt = message.attempt(), "notification delivered");
         Ok(())
     }
@@ -142,6 +148,7 @@ impl Dispatcher {
         // The default exchange routes by queue name; mandatory, so a missing
         // retry queue fails the publish instead of losing the message.
         publisher.publish("", &queue, true, &delivery.data, properties).await?;
+        self.metrics.retried(channel, error.kind());
         info!(
             retry,
             max_retries = message.headers.max_retries,
@@ -154,6 +161,7 @@ impl Dispatcher {
 
     async fn dead_letter(
         &self,
+        channel: ChannelKind,
         delivery: &Delivery,
         failure: &FailureInfo,
         named: Option<&Named>,
@@ -168,12 +176,13 @@ impl Dispatcher {
 
         let exchange = self.topology.dlq_exchange();
         publisher.publish(exchange, delivery.routing_key.as_str(), true, &delivery.data, properties).await?;
-        warn!(kind = %failure.kind, reason = %failure.message, "message dead-lettered");
-
-        match named {
-            Some(named) => self.publish_failed(named, failure, publisher).await,
-            None => Ok(()),
+        if let Some(named) = named {
+            self.publish_failed(named, failure, publisher).await?;
         }
+        self.metrics.dead_lettered(channel, failure.kind);
+        self.metrics.failed(channel, failure.kind);
+        warn!(kind = %failure.kind, reason = %failure.message, "message dead-lettered");
+        Ok(())
     }
 
     async fn publish_failed(&self, named: &Named, failure: &FailureInfo, publisher: &Publisher) -> Result<(), PublishError> {
