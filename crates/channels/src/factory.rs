@@ -7,6 +7,9 @@ use notify_core::{ChannelKind, ChannelRegistry};
 use serde::Deserialize;
 
 use crate::email::{EmailChannel, EmailConfig, EmailError};
+use crate::push::{PushChannel, PushConfig, PushError};
+use crate::sms::{SmsChannel, SmsConfig, SmsError};
+use crate::telegram::{TelegramChannel, TelegramConfig, TelegramError};
 use crate::webhook::{WebhookChannel, WebhookConfig, WebhookError};
 
 /// One section per channel; a channel runs only when `enabled = true`.
@@ -15,6 +18,12 @@ use crate::webhook::{WebhookChannel, WebhookConfig, WebhookError};
 pub struct ChannelsConfig {
     #[serde(default)]
     pub email: EmailConfig,
+    #[serde(default)]
+    pub push: PushConfig,
+    #[serde(default)]
+    pub sms: SmsConfig,
+    #[serde(default)]
+    pub telegram: TelegramConfig,
     #[serde(default)]
     pub webhook: WebhookConfig,
 }
@@ -26,6 +35,12 @@ pub enum SetupError {
     #[error(transparent)]
     Email(#[from] EmailError),
     #[error(transparent)]
+    Push(#[from] PushError),
+    #[error(transparent)]
+    Sms(#[from] SmsError),
+    #[error(transparent)]
+    Telegram(#[from] TelegramError),
+    #[error(transparent)]
     Webhook(#[from] WebhookError),
 }
 
@@ -35,6 +50,15 @@ impl ChannelsConfig {
         let mut kinds = Vec::new();
         if self.email.enabled {
             kinds.push(ChannelKind::Email);
+        }
+        if self.sms.enabled {
+            kinds.push(ChannelKind::Sms);
+        }
+        if self.push.enabled {
+            kinds.push(ChannelKind::Push);
+        }
+        if self.telegram.enabled {
+            kinds.push(ChannelKind::Telegram);
         }
         if self.webhook.enabled {
             kinds.push(ChannelKind::Webhook);
@@ -52,6 +76,15 @@ pub fn build_registry(config: &ChannelsConfig) -> Result<ChannelRegistry, SetupE
     let mut registry = ChannelRegistry::new();
     if config.email.enabled {
         registry.register(Arc::new(EmailChannel::new(&config.email)?));
+    }
+    if config.sms.enabled {
+        registry.register(Arc::new(SmsChannel::new(&config.sms)?));
+    }
+    if config.push.enabled {
+        registry.register(Arc::new(PushChannel::new(&config.push)?));
+    }
+    if config.telegram.enabled {
+        registry.register(Arc::new(TelegramChannel::new(&config.telegram)?));
     }
     if config.webhook.enabled {
         registry.register(Arc::new(WebhookChannel::new(&config.webhook)?));

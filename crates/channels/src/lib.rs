@@ -1,5 +1,8 @@
 
 pub mod email;
+pub mod push;
+pub mod sms;
+pub mod telegram;
 pub mod webhook;
 mod factory;
 
