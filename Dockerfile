@@ -18,7 +18,12 @@ COPY --from=build /src/target/release/flatrender-notify /usr/local/bin/flatrende
 COPY templates templates
 COPY config config
 USER notify
-ENV LOG_FORMAT=json
+ENV LOG_FORMAT=json \
+    NOTIFY__ADMIN__LISTEN=0.0.0.0:9464
+EXPOSE 9464
+# bash's /dev/tcp stands in for curl, which the slim image lacks.
+HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9464 && printf 'GET /healthz HTTP/1.0\\r\\n\\r\\n' >&3 && head -n 1 <&3 | grep -q ' 200 '"]
 # The broker URL and secrets come from NOTIFY__* environment variables.
 ENTRYPOINT ["flatrender-notify"]
 CMD ["serve", "--config", "config/default.toml"]

@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 use notify_channels::{build_registry, ChannelsConfig};
 use notify_core::config::Config;
 use notify_core::service::Service;
-use notify_core::templates::TemplateStore;
+use notify_core::templates::TemplateHandle;
 use notify_core::ChannelKind;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -62,10 +62,41 @@ enum Command {
         #[arg(long)]
         tenant: Option<uuid::Uuid>,
     },
+    /// Check the template folder, or preview one rendered notification; no
+    /// broker needed.
+    Templates {
+        #[command(subcommand)]
+        command: commands::templates::TemplatesCommand,
+    },
+    /// Deliver one notification directly through a channel plugin, without
+    /// the broker.
+    ///
+    /// Renders the template and sends through the plugin built from the
+    /// configuration, to test a provider's settings and credentials. Prints
+    /// the receipt, or the classified error (transient or permanent, kind,
+    /// code, message) and exits with status 1.
+    Send(commands::send::SendArgs),
+    /// Inspect the dead letter queue, or move this service's dead letters
+    /// back to their channel queues.
+    Dlq {
+        #[command(subcommand)]
+        command: commands::dlq::DlqCommand,
+    },
+    /// Declare the exchanges, queues and bindings on the broker.
+    Topology {
+        #[command(subcommand)]
+        command: commands::topology::TopologyCommand,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let is_operator_command = !matches!(cli.command, Command::Serve { .. } | Command::Publish { .. });
+    if is_operator_command && std::env::var_os("RUST_LOG").is_none() {
+        // Operator commands print their results on stdout, so their log on
+        // stderr defaults to warnings and errors. No other thread runs yet.
+        std::env::set_var("RUST_LOG", "warn");
+    }
     logging::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -75,7 +106,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Serve { config } => runtime.block_on(serve(config)),
+        Command::Serve { config } => runtime.block_on(serve(config)).map(|()| ExitCode::SUCCESS),
         Command::Publish { config, channel, template, to, locale, vars, tenant } => runtime.block_on(async {
             let config: Config<ChannelsConfig> = Config::load(&config)?;
             let request = commands::publish::PublishRequest {
@@ -87,10 +118,15 @@ fn main() -> ExitCode {
                 tenant_id: tenant,
             };
             commands::publish::run(&config, request).await
-        }),
+        })
+        .map(|()| ExitCode::SUCCESS),
+        Command::Templates { command } => runtime.block_on(commands::templates::run(command)),
+        Command::Send(args) => runtime.block_on(commands::send::run(args)),
+        Command::Dlq { command } => runtime.block_on(commands::dlq::run(command)),
+        Command::Topology { command } => runtime.block_on(commands::topology::run(command)),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             error!("{err:#}");
             ExitCode::FAILURE
@@ -100,7 +136,7 @@ fn main() -> ExitCode {
 
 async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     let config: Config<ChannelsConfig> = Config::load(&config_path)?;
-    let templates = TemplateStore::load(&config.templates.dir, &config.templates.default_locale)
+    let templates = TemplateHandle::load(&config.templates.dir, &config.templates.default_locale)
         .with_context(|| format!("templates in {} are invalid", config.templates.dir.display()))?;
     let registry = build_registry(&config.channels)?;
     let service = Service::new(&config, registry, Arc::new(templates))?;
@@ -108,7 +144,7 @@ async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    service.run(shutdown).await;
+    service.run(shutdown).await.context("cannot start the admin listener (admin.listen)")?;
     Ok(())
 }
 

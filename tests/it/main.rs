@@ -5,8 +5,15 @@
 
 mod utils;
 
+mod admin;
+mod cli_dlq;
+mod cli_send;
+mod cli_templates;
+mod cli_topology;
 mod dead_letters;
 mod delivery;
 mod email;
 mod lifecycle;
+mod reload;
 mod retries;
+mod sms;

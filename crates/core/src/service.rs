@@ -21,7 +21,7 @@ use crate::idempotency::MemoryIdempotencyStore;
 use crate::metrics::Metrics;
 use crate::publisher::Publisher;
 use crate::retry::RetryPolicy;
-use crate::templates::TemplateStore;
+use crate::templates::TemplateHandle;
 use crate::topology::Topology;
 
 /// Why a broker session ended or could not start.
@@ -66,6 +66,9 @@ pub struct Service {
     ready: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     admin_address: Option<std::net::SocketAddr>,
+    templates: Arc<TemplateHandle>,
+    /// Tells this instance's connections apart in the broker's connection list.
+    connection_label: String,
 }
 
 impl Service {
@@ -75,7 +78,7 @@ impl Service {
     ///
     /// Returns [`ServiceError`] when no channel is registered or the retry
     /// settings are invalid.
-    pub fn new<C>(config: &Config<C>, registry: ChannelRegistry, templates: Arc<TemplateStore>) -> Result<Service, ServiceError> {
+    pub fn new<C>(config: &Config<C>, registry: ChannelRegistry, templates: Arc<TemplateHandle>) -> Result<Service, ServiceError> {
         let channels = registry.kinds();
         if channels.is_empty() {
             return Err(ServiceError::NoChannels);
@@ -92,7 +95,7 @@ impl Service {
             max_message_bytes: config.dispatcher.max_message_bytes,
         };
         let metrics = Arc::new(Metrics::new());
-        let dispatcher = Dispatcher::new(registry, templates, topology, retry, idempotency, Arc::clone(&metrics), settings);
+        let dispatcher = Dispatcher::new(registry, Arc::clone(&templates), topology, retry, idempotency, Arc::clone(&metrics), settings);
         Ok(Service {
             dispatcher: Arc::new(dispatcher),
             url: config.broker.url.clone(),
@@ -106,6 +109,8 @@ impl Service {
             ready: Arc::new(AtomicBool::new(false)),
             metrics,
             admin_address: config.admin.address(),
+            templates,
+            connection_label: connection_label(&config.broker.queue_prefix),
         })
     }
 
@@ -128,6 +133,7 @@ impl Service {
             let state = AdminState { ready: self.readiness(), metrics: self.metrics() };
             admin::serve(address, state, shutdown.clone()).await?;
         }
+        self.watch_templates(&shutdown);
         let mut backoff = self.reconnect_initial;
         loop {
             let result = self.session(&shutdown).await;
@@ -201,6 +207,34 @@ impl Service {
         }
     }
 
+    /// Reloads templates on file changes and on SIGHUP.
+    fn watch_templates(&self, shutdown: &CancellationToken) {
+        if let Err(err) = self.templates.watch(shutdown.clone()) {
+            warn!(error = %err, "cannot watch the templates folder; edits apply on SIGHUP only");
+        }
+        let templates = Arc::clone(&self.templates);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                Ok(hangups) => hangups,
+                Err(err) => {
+                    warn!(error = %err, "cannot listen for SIGHUP; templates reload on file changes only");
+                    return;
+                }
+            };
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = hangups.recv() => {
+                        info!("SIGHUP received; reloading templates");
+                        let reloading = Arc::clone(&templates);
+                        let _ = tokio::task::spawn_blocking(move || reloading.reload()).await;
+                    }
+                }
+            }
+        });
+    }
+
     fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
         self.metrics.broker_connected(ready);
@@ -208,7 +242,8 @@ impl Service {
 
     async fn connect(&self, role: &str) -> Result<Connection, SessionError> {
         let url = redact_url(&self.url);
-        let properties = ConnectionProperties::default().with_connection_name(format!("flatrender-notify {role}").into());
+        let name = format!("flatrender-notify {role} ({})", self.connection_label);
+        let properties = ConnectionProperties::default().with_connection_name(name.into());
         match tokio::time::timeout(self.connect_timeout, Connection::connect(&self.url, properties)).await {
             Ok(Ok(connection)) => Ok(connection),
             Ok(Err(source)) => Err(SessionError::Connect { url, source }),
@@ -228,6 +263,14 @@ impl Service {
             .basic_consume(queue.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
             .await
             .map_err(SessionError::Channel)
+    }
+}
+
+fn connection_label(queue_prefix: &str) -> String {
+    if queue_prefix.is_empty() {
+        format!("pid {}", std::process::id())
+    } else {
+        format!("pid {}, queue prefix {queue_prefix}", std::process::id())
     }
 }
 

@@ -21,6 +21,8 @@ pub struct ServiceSettings {
     pub concurrency: usize,
     pub max_message_bytes: usize,
     pub templates_dir: PathBuf,
+    /// Port of the admin listener on 127.0.0.1, free when the settings were made.
+    pub admin_port: u16,
 }
 
 impl ServiceSettings {
@@ -31,6 +33,7 @@ impl ServiceSettings {
             concurrency: 8,
             max_message_bytes: 64 * 1024,
             templates_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("templates"),
+            admin_port: free_port(),
         }
     }
 
@@ -57,6 +60,8 @@ pub struct ServiceProcess {
     child: Option<Child>,
     config_path: PathBuf,
     pub log_path: PathBuf,
+    /// Base URL of the admin listener, e.g. `http://127.0.0.1:40123`.
+    pub admin_url: String,
     queues: Vec<String>,
 }
 
@@ -92,7 +97,8 @@ impl ServiceProcess {
             }
             queues.push(queue);
         }
-        let mut process = ServiceProcess { child: Some(child), config_path, log_path, queues };
+        let admin_url = format!("http://127.0.0.1:{}", settings.admin_port);
+        let mut process = ServiceProcess { child: Some(child), config_path, log_path, admin_url, queues };
         for channel in channels {
             process.wait_consuming(broker, &broker.channel_queue(channel)).await;
         }
@@ -195,6 +201,9 @@ default_locale = "en"
 [service]
 shutdown_timeout_secs = 10
 
+[admin]
+listen = "127.0.0.1:{admin_port}"
+
 {channels}
 "#,
         prefix = broker.queue_prefix(),
@@ -207,9 +216,50 @@ shutdown_timeout_secs = 10
         tiers = tiers.join(", "),
         templates = settings.templates_dir.display(),
         channels = settings.channels_toml,
+        admin_port = settings.admin_port,
     )
+}
+
+/// A port nothing listens on right now; another process could take it before
+/// the service binds it, which would fail the test loudly, not silently.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
 }
 
 fn tier_label(ms: u64) -> String {
     notify_core::retry::tier_label(Duration::from_millis(ms))
 }
+
+/// Lists every queue the service declares with [`TEST_TIERS_MS`] for `channels`:
+/// the dead letter queue, and each channel's queue and retry queues.
+pub fn declared_queues(broker: &TestBroker, channels: &[&str]) -> Vec<String> {
+    let mut queues = vec![format!("{}flatrender.dlq", broker.queue_prefix())];
+    for channel in channels {
+        let queue = broker.channel_queue(channel);
+        for tier in TEST_TIERS_MS {
+            queues.push(format!("{queue}.retry.{}", tier_label(tier)));
+        }
+        queues.push(queue);
+    }
+    queues
+}
+
+/// Returns the configuration that [`ServiceProcess::start`] runs the service
+/// with, for the binary's other commands, which must use the same broker names.
+pub fn config_text(broker: &TestBroker, settings: &ServiceSettings) -> String {
+    config_toml(broker, settings)
+}
+
+impl ServiceSettings {
+    /// SMS through a Twilio stand-in at `twilio_url`.
+    pub fn sms(twilio_url: &str) -> ServiceSettings {
+        ServiceSettings::new(format!(
+            "[channels.sms]\nenabled = true\ntimeout_secs = 2\n\n[[channels.sms.providers]]\ntype = \"twilio\"\n\
+             base_url = \"{twilio_url}\"\naccount_sid = \"{TWILIO_SID}\"\nauth_token = \"test-auth-token\"\nfrom = \"+15550199\"\n"
+        ))
+    }
+}
+
+/// Account SID of the Twilio stand-in.
+pub const TWILIO_SID: &str = "AC0123456789abcdef0123456789abcdef";

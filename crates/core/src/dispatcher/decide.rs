@@ -158,6 +158,7 @@ impl Dispatcher {
 
         let rendered = self
             .templates
+            .current()
             .render(channel, &request.template, request.locale.as_deref(), &request.variables)
             .map_err(|error| failure(error.kind(), None, error.to_string()))?;
         Ok(Notification {

@@ -24,13 +24,13 @@ use crate::idempotency::MemoryIdempotencyStore;
 use crate::metrics::Metrics;
 use crate::publisher::{PublishError, Publisher};
 use crate::retry::RetryPolicy;
-use crate::templates::TemplateStore;
+use crate::templates::TemplateHandle;
 use crate::topology::Topology;
 
 /// Everything the dispatcher needs that outlives a broker connection.
 pub struct Dispatcher {
     pub(crate) registry: ChannelRegistry,
-    pub(crate) templates: Arc<TemplateStore>,
+    pub(crate) templates: Arc<TemplateHandle>,
     pub(crate) topology: Topology,
     pub(crate) retry: RetryPolicy,
     pub(crate) idempotency: Arc<MemoryIdempotencyStore>,
@@ -67,7 +67,7 @@ pub struct DispatcherSettings {
 impl Dispatcher {
     pub fn new(
         registry: ChannelRegistry,
-        templates: Arc<TemplateStore>,
+        templates: Arc<TemplateHandle>,
         topology: Topology,
         retry: RetryPolicy,
         idempotency: Arc<MemoryIdempotencyStore>,

@@ -98,6 +98,7 @@ mod escape;
 mod layout;
 mod load;
 mod parts;
+mod reload;
 mod store;
 mod variables;
 
@@ -105,4 +106,5 @@ mod variables;
 mod tests;
 
 pub use error::{Location, RenderError, TemplateLoadError, TemplateProblem};
+pub use reload::TemplateHandle;
 pub use store::{Rendered, TemplateStore};
