@@ -146,6 +146,48 @@ impl TestBroker {
         assert!(confirmation.take_message().is_none(), "test message to {routing_key} was unroutable");
     }
 
+    /// Publishes a raw message on the dead letter exchange, as a service
+    /// that dead-letters it does, and waits for the confirm.
+    pub async fn publish_dead_letter(&self, routing_key: &str, body: &[u8], properties: BasicProperties) {
+        let options = BasicPublishOptions { mandatory: true, ..Default::default() };
+        let confirmation = self
+            .channel
+            .basic_publish(self.dlq_exchange().as_str().into(), routing_key.into(), options, body, properties)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(confirmation.is_ack(), "broker did not confirm the test dead letter");
+        assert!(confirmation.take_message().is_none(), "test dead letter was unroutable");
+    }
+
+    /// Number of ready messages in a queue, or `None` when it does not exist.
+    pub async fn message_count(&self, queue: &str) -> Option<u32> {
+        // A failed passive declare closes its channel, so use a throwaway one.
+        let channel = self.connection.create_channel().await.ok()?;
+        let options = QueueDeclareOptions { passive: true, ..Default::default() };
+        let queue = channel.queue_declare(queue.into(), options, FieldTable::default()).await.ok()?;
+        let _ = channel.close(200, "".into()).await;
+        Some(queue.message_count())
+    }
+
+    /// Waits until `queue` contains exactly `expected` ready messages. Messages
+    /// that a closed channel returns may take a moment to count as ready.
+    pub async fn wait_for_message_count(&self, queue: &str, expected: u32) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let count = self.message_count(queue).await;
+            if count == Some(expected) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{queue} holds {count:?} messages after {PATIENCE:?}, expected {expected}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits for `count` events of `event_type`, skipping events of other types.
     pub async fn events_of_type(&self, event_type: &str, count: usize) -> Vec<Observed> {
         let mut observer = self.events.lock().await;

@@ -2,6 +2,7 @@
 //! dispatch messages as other services publish them.
 
 pub mod broker;
+pub mod cli;
 pub mod messages;
 pub mod service;
 
