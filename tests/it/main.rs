@@ -13,6 +13,7 @@ mod cli_topology;
 mod dead_letters;
 mod delivery;
 mod email;
+mod faults;
 mod lifecycle;
 mod reload;
 mod retries;

@@ -128,6 +128,14 @@ impl ServiceProcess {
         matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
     }
 
+    /// Kills the process with SIGKILL, as a crash would, and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
     /// Sends SIGTERM and waits for the exit code.
     pub async fn terminate(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;

@@ -1,0 +1,153 @@
+//! Faults on the real broker: lost connections, a killed process, a stop
+//! with deliveries in flight. Each check counts at the receiver against what
+//! was published: delivered once, none lost.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::Duration;
+
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::utils::{DispatchMessage, ServiceProcess, ServiceSettings, TestBroker};
+
+/// Closes every broker connection whose name mentions `queue_prefix`, as an
+/// operator's `rabbitmqctl close_connection` or a broker restart would.
+fn close_service_connections(queue_prefix: &str) -> usize {
+    let output = Command::new("rabbitmqctl")
+        .args(["list_connections", "pid", "client_properties", "-q", "--no-table-headers"])
+        .output()
+        .expect("rabbitmqctl must be installed beside the broker");
+    let listing = String::from_utf8_lossy(&output.stdout).into_owned();
+    let mut closed = 0;
+    for line in listing.lines().filter(|line| line.contains(&format!("queue prefix {queue_prefix}"))) {
+        let pid = line.split('\t').next().unwrap();
+        let status = Command::new("rabbitmqctl").args(["close_connection", pid, "fault test"]).status().unwrap();
+        assert!(status.success(), "rabbitmqctl close_connection {pid} failed");
+        closed += 1;
+    }
+    closed
+}
+
+/// How many requests the receiver got per notification id.
+async fn requests_per_notification(receiver: &MockServer) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for request in receiver.received_requests().await.unwrap() {
+        let id = request.headers.get("webhook-id").unwrap().to_str().unwrap().to_owned();
+        *counts.entry(id).or_insert(0) += 1;
+    }
+    counts
+}
+
+async fn publish_webhooks(broker: &TestBroker, url: &str, count: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(count);
+    for _ in 0..count {
+        let message = DispatchMessage::render_completed_webhook(url);
+        ids.push(message.notification_id.to_string());
+        broker.publish(&message.routing_key(), &message.body(), message.properties()).await;
+    }
+    ids
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !done().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_broker_connections_lose_and_repeat_nothing() {
+    let broker = TestBroker::new().await;
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(20)))
+        .mount(&receiver)
+        .await;
+    let service = ServiceProcess::start(&broker, ServiceSettings::webhook(), &["webhook"]).await;
+    let url = format!("{}/hook", receiver.uri());
+
+    let mut sent = publish_webhooks(&broker, &url, 100).await;
+    wait_until("some deliveries happened", Duration::from_secs(20), async || {
+        receiver.received_requests().await.unwrap().len() >= 10
+    })
+    .await;
+    assert_eq!(close_service_connections(&broker.queue_prefix()), 2, "consume and publish connections");
+    sent.extend(publish_webhooks(&broker, &url, 100).await);
+
+    wait_until("every notification reached the receiver", Duration::from_secs(60), async || {
+        requests_per_notification(&receiver).await.len() == sent.len()
+    })
+    .await;
+    let counts = requests_per_notification(&receiver).await;
+    let repeated: Vec<_> = counts.iter().filter(|(_, count)| **count > 1).collect();
+    assert!(repeated.is_empty(), "delivered twice: {repeated:?}");
+    assert!(service.log().contains("reconnecting"), "the service noticed the loss:\n{}", service.log());
+
+    let delivered = broker.events_of_type("notification.delivered.v1", sent.len()).await;
+    assert_eq!(delivered.len(), sent.len());
+    service.shutdown(&broker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_service_resumes_with_only_in_flight_repeats() {
+    const MESSAGES: usize = 1_000;
+    let broker = TestBroker::new().await;
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(5)))
+        .mount(&receiver)
+        .await;
+    let mut settings = ServiceSettings::webhook();
+    settings.prefetch = 16;
+    settings.concurrency = 8;
+    let service = ServiceProcess::start(&broker, settings.clone(), &["webhook"]).await;
+    let url = format!("{}/hook", receiver.uri());
+    let sent = publish_webhooks(&broker, &url, MESSAGES).await;
+
+    wait_until("a third was delivered", Duration::from_secs(60), async || {
+        receiver.received_requests().await.unwrap().len() >= MESSAGES / 3
+    })
+    .await;
+    let mut killed = service;
+    killed.kill();
+
+    let service = ServiceProcess::start(&broker, settings.clone(), &["webhook"]).await;
+    wait_until("every notification reached the receiver", Duration::from_secs(120), async || {
+        requests_per_notification(&receiver).await.len() == sent.len()
+    })
+    .await;
+    let counts = requests_per_notification(&receiver).await;
+    let repeats: usize = counts.values().map(|count| count - 1).sum();
+    // Only messages sent but not yet recorded when the process died can be
+    // sent again, and at most `prefetch` were unacknowledged then.
+    assert!(repeats <= usize::from(settings.prefetch), "{repeats} repeats exceed the {} in flight", settings.prefetch);
+    service.shutdown(&broker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_deliveries_in_flight() {
+    let broker = TestBroker::new().await;
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(800)))
+        .mount(&receiver)
+        .await;
+    let mut service = ServiceProcess::start(&broker, ServiceSettings::webhook(), &["webhook"]).await;
+    let url = format!("{}/hook", receiver.uri());
+    let sent = publish_webhooks(&broker, &url, 4).await;
+
+    wait_until("deliveries are in flight", Duration::from_secs(20), async || {
+        receiver.received_requests().await.unwrap().len() == sent.len()
+    })
+    .await;
+    assert_eq!(service.terminate().await, Some(0), "log:\n{}", service.log());
+
+    // Every in-flight delivery finished and was recorded before the exit.
+    let delivered = broker.events_of_type("notification.delivered.v1", sent.len()).await;
+    assert_eq!(delivered.len(), sent.len());
+    let remaining = broker.message_count(&broker.channel_queue("webhook")).await;
+    assert_eq!(remaining, Some(0), "nothing left unacknowledged");
+    service.shutdown(&broker).await;
+}
