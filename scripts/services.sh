@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Starts RabbitMQ on 127.0.0.1:5672 unless it already runs, installing it
-# from Debian's packages when it is missing. Sourced by the other scripts.
+# Starts RabbitMQ on 127.0.0.1:5672 and Redis on 127.0.0.1:6379 unless they
+# already run, installing them from Debian's packages when they are missing.
+# Sourced by the other scripts.
 
 port_open() {
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
@@ -29,5 +30,26 @@ ensure_rabbitmq() {
     sleep 1
   done
   echo "RabbitMQ did not start within 120 s; see /var/log/rabbitmq" >&2
+  return 1
+}
+
+ensure_redis() {
+  if port_open 6379; then
+    return 0
+  fi
+  if ! command -v redis-server >/dev/null 2>&1; then
+    echo "Redis is not installed; installing redis-server from Debian's packages" >&2
+    as_root apt-get update -q
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q redis-server
+  fi
+  echo "starting Redis" >&2
+  as_root mkdir -p /var/lib/redis /var/log/redis
+  as_root redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/notify.log
+  for _ in $(seq 1 30); do
+    port_open 6379 && return 0
+    sleep 1
+  done
+  echo "Redis did not start within 30 s; see /var/log/redis/notify.log" >&2
   return 1
 }

@@ -14,6 +14,7 @@ mod dead_letters;
 mod delivery;
 mod email;
 mod faults;
+mod instances;
 mod lifecycle;
 mod reload;
 mod retries;

@@ -88,7 +88,7 @@ pub struct Notification {
 }
 
 /// Proof that a provider accepted a notification.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Receipt {
     /// Provider name, e.g. `smtp` or `twilio`.
     pub provider: String,

@@ -180,18 +180,43 @@ impl Default for TemplatesConfig {
     }
 }
 
+/// Where delivery records live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdempotencyBackend {
+    /// In this process: enough for one instance.
+    Memory,
+    /// In Redis, shared by every instance on the same queues.
+    Redis,
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IdempotencyConfig {
-    /// Most deliveries remembered; the oldest are forgotten first.
+    pub backend: IdempotencyBackend,
+    /// With the memory backend: most deliveries remembered; the oldest are forgotten first.
     pub max_entries: usize,
     /// How long a delivery is remembered, in seconds.
     pub ttl_secs: u64,
+    /// How long a delivery in progress holds its claim, in seconds; a claim
+    /// of a crashed instance frees up after this.
+    pub claim_lease_secs: u64,
+    /// With the redis backend: the server's URL.
+    pub redis_url: String,
+    /// With the redis backend: prefix of every key.
+    pub key_prefix: String,
 }
 
 impl Default for IdempotencyConfig {
     fn default() -> Self {
-        IdempotencyConfig { max_entries: 100_000, ttl_secs: 24 * 3600 }
+        IdempotencyConfig {
+            backend: IdempotencyBackend::Memory,
+            max_entries: 100_000,
+            ttl_secs: 24 * 3600,
+            claim_lease_secs: 300,
+            redis_url: "redis://127.0.0.1:6379".to_owned(),
+            key_prefix: "flatrender-notify:delivery:".to_owned(),
+        }
     }
 }
 

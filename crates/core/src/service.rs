@@ -17,7 +17,8 @@ use crate::channel::ChannelRegistry;
 use crate::config::{redact_url, Config};
 use crate::dispatcher::{ConsumerError, Dispatcher, DispatcherSettings};
 use crate::admin::{self, AdminState};
-use crate::idempotency::MemoryIdempotencyStore;
+use crate::config::IdempotencyBackend;
+use crate::idempotency::{IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore, StoreError};
 use crate::metrics::Metrics;
 use crate::publisher::Publisher;
 use crate::retry::RetryPolicy;
@@ -50,6 +51,22 @@ pub enum ServiceError {
     NoChannels,
     #[error(transparent)]
     Retry(#[from] crate::retry::RetryConfigError),
+    #[error("idempotency.redis_url: {0}")]
+    Idempotency(#[from] StoreError),
+}
+
+fn idempotency_store(config: &crate::config::IdempotencyConfig) -> Result<Arc<dyn IdempotencyStore>, ServiceError> {
+    let ttl = Duration::from_secs(config.ttl_secs);
+    Ok(match config.backend {
+        IdempotencyBackend::Memory => {
+            let lease = Duration::from_secs(config.claim_lease_secs);
+            Arc::new(MemoryIdempotencyStore::new(config.max_entries, ttl).with_claim_lease(lease))
+        }
+        IdempotencyBackend::Redis => {
+            let lease = Duration::from_secs(config.claim_lease_secs);
+            Arc::new(RedisIdempotencyStore::new(&config.redis_url, &config.key_prefix, lease, ttl)?)
+        }
+    })
 }
 
 /// The service, ready to run.
@@ -85,10 +102,7 @@ impl Service {
         }
         let retry = RetryPolicy::from_config(&config.retry)?;
         let topology = Topology::new(&config.broker, channels, retry.tiers());
-        let idempotency = Arc::new(MemoryIdempotencyStore::new(
-            config.idempotency.max_entries,
-            Duration::from_secs(config.idempotency.ttl_secs),
-        ));
+        let idempotency = idempotency_store(&config.idempotency)?;
         let settings = DispatcherSettings {
             producer: config.service.producer.clone(),
             default_max_retries: config.retry.default_max_retries,

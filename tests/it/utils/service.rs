@@ -23,6 +23,8 @@ pub struct ServiceSettings {
     pub templates_dir: PathBuf,
     /// Port of the admin listener on 127.0.0.1, free when the settings were made.
     pub admin_port: u16,
+    /// TOML of the `[idempotency]` section, when a test sets one.
+    pub idempotency_toml: String,
 }
 
 impl ServiceSettings {
@@ -34,6 +36,7 @@ impl ServiceSettings {
             max_message_bytes: 64 * 1024,
             templates_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("templates"),
             admin_port: free_port(),
+            idempotency_toml: String::new(),
         }
     }
 
@@ -212,6 +215,8 @@ shutdown_timeout_secs = 10
 [admin]
 listen = "127.0.0.1:{admin_port}"
 
+{idempotency}
+
 {channels}
 "#,
         prefix = broker.queue_prefix(),
@@ -225,12 +230,13 @@ listen = "127.0.0.1:{admin_port}"
         templates = settings.templates_dir.display(),
         channels = settings.channels_toml,
         admin_port = settings.admin_port,
+        idempotency = settings.idempotency_toml,
     )
 }
 
 /// A port nothing listens on right now; another process could take it before
 /// the service binds it, which would fail the test loudly, not silently.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
 }

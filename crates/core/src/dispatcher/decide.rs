@@ -7,7 +7,7 @@ use std::panic::AssertUnwindSafe;
 use chrono::Utc;
 use futures_util::FutureExt;
 use lapin::message::Delivery;
-use tracing::{debug, Span};
+use tracing::{debug, warn, Span};
 use uuid::Uuid;
 
 use crate::channel::{ChannelKind, Notification, Receipt};
@@ -66,6 +66,9 @@ pub(super) enum Decision {
     Delivered { message: Accepted, receipt: Receipt },
     /// Delivered before, by this or an earlier attempt.
     Duplicate { message: Accepted, record: DeliveryRecord },
+    /// Another delivery of the same notification holds the claim: look again
+    /// later, without counting a retry.
+    Defer { message: Accepted },
     Retry { message: Accepted, error: DeliveryError },
     /// Dead-lettered; a failed event is owed when the message is `named`.
     DeadLetter { failure: FailureInfo, named: Option<Named> },
@@ -79,12 +82,32 @@ impl Dispatcher {
             Ok(message) => message,
             Err(decision) => return *decision,
         };
-        let request = &message.envelope.data;
-
-        if let Some(record) = self.idempotency.get(request.notification_id, queue_channel) {
-            self.metrics.idempotency_hit(queue_channel);
-            return Decision::Duplicate { message, record };
+        let id = message.envelope.data.notification_id;
+        match self.idempotency.claim(id, queue_channel).await {
+            Ok(None) => {}
+            Ok(Some(DeliveryRecord::Claimed)) => return Decision::Defer { message },
+            Ok(Some(record)) => {
+                self.metrics.idempotency_hit(queue_channel);
+                return Decision::Duplicate { message, record };
+            }
+            Err(err) => {
+                let error = DeliveryError::transient(FailureKind::Unavailable, err.to_string()).with_code("idempotency_store");
+                return self.retry_or_give_up(message, queue_channel, error);
+            }
         }
+
+        let decision = self.decide_claimed(queue_channel, message).await;
+        if !matches!(decision, Decision::Delivered { .. }) {
+            if let Err(err) = self.idempotency.release(id, queue_channel).await {
+                warn!(error = %err, "cannot release the delivery claim; the next attempt waits for its lease to expire");
+            }
+        }
+        decision
+    }
+
+    /// The stages after the claim: expiry, rendering, delivery.
+    async fn decide_claimed(&self, queue_channel: ChannelKind, message: Accepted) -> Decision {
+        let request = &message.envelope.data;
         if request.expires_at.is_some_and(|expires_at| expires_at <= Utc::now()) {
             return Decision::Expired { named: message.named(queue_channel) };
         }
@@ -188,27 +211,34 @@ impl Dispatcher {
         });
         match sent {
             Ok(receipt) => {
-                self.idempotency
-                    .put(notification.notification_id, notification.channel, DeliveryRecord::Sent(receipt.clone()));
+                let record = DeliveryRecord::Sent(receipt.clone());
+                if let Err(err) = self.idempotency.put(notification.notification_id, notification.channel, record).await {
+                    tracing::error!(error = %err, "cannot record the delivery; a redelivery of this message would send it again");
+                }
                 Decision::Delivered { message, receipt }
             }
-            Err(error) if error.is_transient() && message.headers.retry_count < message.headers.max_retries => {
-                Decision::Retry { message, error }
-            }
-            Err(error) if error.is_transient() => {
-                let reason = format!(
-                    "gave up after {} attempts; last error: {}",
-                    message.attempt(),
-                    truncate(&error.to_string(), MAX_REASON_CHARS)
-                );
-                let failure = failure(FailureKind::RetriesExhausted, error.code().map(str::to_owned), reason);
-                Decision::DeadLetter { failure, named: Some(message.named(notification.channel)) }
-            }
+            Err(error) if error.is_transient() => self.retry_or_give_up(message, notification.channel, error),
             Err(error) => {
                 let failure = failure(error.kind(), error.code().map(str::to_owned), error.message().to_owned());
                 Decision::DeadLetter { failure, named: Some(message.named(notification.channel)) }
             }
         }
+    }
+}
+
+impl Dispatcher {
+    /// A retry while `x-max-retries` allows one, else a dead letter.
+    fn retry_or_give_up(&self, message: Accepted, channel: ChannelKind, error: DeliveryError) -> Decision {
+        if message.headers.retry_count < message.headers.max_retries {
+            return Decision::Retry { message, error };
+        }
+        let reason = format!(
+            "gave up after {} attempts; last error: {}",
+            message.attempt(),
+            truncate(&error.to_string(), MAX_REASON_CHARS)
+        );
+        let failure = failure(FailureKind::RetriesExhausted, error.code().map(str::to_owned), reason);
+        Decision::DeadLetter { failure, named: Some(message.named(channel)) }
     }
 }
 

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{field, info_span, Instrument};
 
 use crate::channel::{ChannelKind, ChannelRegistry};
-use crate::idempotency::MemoryIdempotencyStore;
+use crate::idempotency::IdempotencyStore;
 use crate::metrics::Metrics;
 use crate::publisher::{PublishError, Publisher};
 use crate::retry::RetryPolicy;
@@ -33,7 +33,7 @@ pub struct Dispatcher {
     pub(crate) templates: Arc<TemplateHandle>,
     pub(crate) topology: Topology,
     pub(crate) retry: RetryPolicy,
-    pub(crate) idempotency: Arc<MemoryIdempotencyStore>,
+    pub(crate) idempotency: Arc<dyn IdempotencyStore>,
     pub(crate) metrics: Arc<Metrics>,
     /// `producer` of published events.
     pub(crate) producer: String,
@@ -70,7 +70,7 @@ impl Dispatcher {
         templates: Arc<TemplateHandle>,
         topology: Topology,
         retry: RetryPolicy,
-        idempotency: Arc<MemoryIdempotencyStore>,
+        idempotency: Arc<dyn IdempotencyStore>,
         metrics: Arc<Metrics>,
         settings: DispatcherSettings,
     ) -> Dispatcher {

@@ -54,6 +54,9 @@ impl Dispatcher {
                 debug!("already delivered; acking the redelivered message");
                 Ok(())
             }
+            Decision::Defer { message } | Decision::Duplicate { message, record: DeliveryRecord::Claimed } => {
+                self.defer(channel, delivery, &message, publisher).await
+            }
             Decision::Retry { message, error } => self.schedule_retry(channel, delivery, &message, &error, publisher).await,
             Decision::DeadLetter { failure, named } => {
                 self.dead_letter(channel, delivery, &failure, named.as_ref(), publisher).await
@@ -115,7 +118,9 @@ impl Dispatcher {
             let event = events::outcome_event(&message.envelope, events::WEBHOOK_FIRED, &self.producer, request.notification_id, data);
             publisher.publish_event(self.topology.events_exchange(), &event).await?;
         }
-        self.idempotency.put(request.notification_id, channel, DeliveryRecord::Completed);
+        if let Err(err) = self.idempotency.put(request.notification_id, channel, DeliveryRecord::Completed).await {
+            warn!(error = %err, "cannot mark the delivery completed; a redelivery would publish its events again");
+        }
         let latency = (chrono::Utc::now() - message.envelope.event_time).to_std().ok();
         self.metrics.delivered(channel, latency);
         debug!(provider = %receipt.provider, attempt = message.attempt(), "notification delivered");
@@ -156,6 +161,24 @@ impl Dispatcher {
             error = %error,
             "delivery failed; retry scheduled"
         );
+        Ok(())
+    }
+
+    /// Puts the message back through the shortest delay tier, keeping its
+    /// retry count, while another delivery of it holds the claim.
+    async fn defer(
+        &self,
+        channel: ChannelKind,
+        delivery: &Delivery,
+        message: &Accepted,
+        publisher: &Publisher,
+    ) -> Result<(), PublishError> {
+        let tier = self.retry.tiers()[0];
+        let queue = self.topology.retry_queue(channel, tier);
+        let headers = without(delivery_headers(&delivery.properties), &BROKER_DEATH_HEADERS);
+        let properties = delivery.properties.clone().with_headers(headers).with_delivery_mode(2);
+        publisher.publish("", &queue, true, &delivery.data, properties).await?;
+        debug!(retry_count = message.headers.retry_count, "another delivery of this notification is in progress; looking again later");
         Ok(())
     }
 

@@ -1,32 +1,22 @@
-//! Which notifications were already sent, so a redelivered message is not
-//! sent twice.
-//!
-//! The key is (notification id, channel). A record is written right after
-//! the provider accepts and updated once the outcome events are confirmed.
+//! The in-process idempotency store.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use uuid::Uuid;
 
-use crate::channel::{ChannelKind, Receipt};
+use super::{DeliveryRecord, IdempotencyStore, StoreError};
+use crate::channel::ChannelKind;
 
-/// How far a delivery got.
-#[derive(Debug, Clone, PartialEq)]
-pub enum DeliveryRecord {
-    /// The provider accepted it; its outcome events may not be published yet.
-    Sent(Receipt),
-    /// Its outcome events are confirmed too: nothing is left to do.
-    Completed,
-}
-
-/// Remembers deliveries for a bounded time and count.
+/// Remembers deliveries of this process for a bounded time and count.
 #[derive(Debug)]
 pub struct MemoryIdempotencyStore {
     inner: Mutex<Entries>,
     max_entries: usize,
     ttl: Duration,
+    claim_lease: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -38,7 +28,18 @@ struct Entries {
 
 impl MemoryIdempotencyStore {
     pub fn new(max_entries: usize, ttl: Duration) -> Self {
-        MemoryIdempotencyStore { inner: Mutex::new(Entries::default()), max_entries: max_entries.max(1), ttl }
+        MemoryIdempotencyStore {
+            inner: Mutex::new(Entries::default()),
+            max_entries: max_entries.max(1),
+            ttl,
+            claim_lease: Duration::from_secs(300),
+        }
+    }
+
+    /// Sets how long a claim holds before another delivery may take it.
+    pub fn with_claim_lease(mut self, lease: Duration) -> Self {
+        self.claim_lease = lease;
+        self
     }
 
     /// The record of a delivery, unless it is unknown or expired.
@@ -56,6 +57,32 @@ impl MemoryIdempotencyStore {
         entries.records.insert(key, (record, now));
         entries.order.push_back((key, now));
         self.evict(&mut entries, now);
+    }
+
+    /// Claims the delivery unless a live record exists; see [`IdempotencyStore::claim`].
+    pub fn claim_now(&self, notification_id: Uuid, channel: ChannelKind) -> Option<DeliveryRecord> {
+        let now = Instant::now();
+        let key = (notification_id, channel);
+        let mut entries = self.lock();
+        if let Some((record, written)) = entries.records.get(&key) {
+            let age = now.duration_since(*written);
+            let lifetime = if *record == DeliveryRecord::Claimed { self.claim_lease } else { self.ttl };
+            if age < lifetime {
+                return Some(record.clone());
+            }
+        }
+        entries.records.insert(key, (DeliveryRecord::Claimed, now));
+        entries.order.push_back((key, now));
+        self.evict(&mut entries, now);
+        None
+    }
+
+    /// Removes a claim; records past `Claimed` stay.
+    pub fn release_now(&self, notification_id: Uuid, channel: ChannelKind) {
+        let mut entries = self.lock();
+        if matches!(entries.records.get(&(notification_id, channel)), Some((DeliveryRecord::Claimed, _))) {
+            entries.records.remove(&(notification_id, channel));
+        }
     }
 
     fn evict(&self, entries: &mut Entries, now: Instant) {
@@ -101,9 +128,54 @@ impl MemoryIdempotencyStore {
     }
 }
 
+#[async_trait]
+impl IdempotencyStore for MemoryIdempotencyStore {
+    async fn claim(&self, notification_id: Uuid, channel: ChannelKind) -> Result<Option<DeliveryRecord>, StoreError> {
+        Ok(self.claim_now(notification_id, channel))
+    }
+
+    async fn put(&self, notification_id: Uuid, channel: ChannelKind, record: DeliveryRecord) -> Result<(), StoreError> {
+        MemoryIdempotencyStore::put(self, notification_id, channel, record);
+        Ok(())
+    }
+
+    async fn release(&self, notification_id: Uuid, channel: ChannelKind) -> Result<(), StoreError> {
+        self.release_now(notification_id, channel);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn second_claim_sees_the_first() {
+        let store = MemoryIdempotencyStore::new(10, Duration::from_secs(60));
+        let id = Uuid::new_v4();
+        assert_eq!(store.claim_now(id, ChannelKind::Email), None);
+        assert_eq!(store.claim_now(id, ChannelKind::Email), Some(DeliveryRecord::Claimed));
+        store.release_now(id, ChannelKind::Email);
+        assert_eq!(store.claim_now(id, ChannelKind::Email), None, "a released claim can be taken again");
+    }
+
+    #[test]
+    fn expired_claim_can_be_taken_over() {
+        let store = MemoryIdempotencyStore::new(10, Duration::from_secs(60)).with_claim_lease(Duration::ZERO);
+        let id = Uuid::new_v4();
+        assert_eq!(store.claim_now(id, ChannelKind::Email), None);
+        assert_eq!(store.claim_now(id, ChannelKind::Email), None, "the first claim's lease is over");
+    }
+
+    #[test]
+    fn release_keeps_sent_records() {
+        let store = MemoryIdempotencyStore::new(10, Duration::from_secs(60));
+        let id = Uuid::new_v4();
+        store.claim_now(id, ChannelKind::Sms);
+        MemoryIdempotencyStore::put(&store, id, ChannelKind::Sms, DeliveryRecord::Completed);
+        store.release_now(id, ChannelKind::Sms);
+        assert_eq!(store.get(id, ChannelKind::Sms), Some(DeliveryRecord::Completed));
+    }
 
     #[test]
     fn records_are_kept_per_notification_and_channel() {
