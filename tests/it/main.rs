@@ -6,6 +6,7 @@
 mod utils;
 
 mod admin;
+mod channels;
 mod cli_dlq;
 mod cli_send;
 mod cli_templates;

@@ -277,3 +277,29 @@ impl ServiceSettings {
 
 /// Account SID of the Twilio stand-in.
 pub const TWILIO_SID: &str = "AC0123456789abcdef0123456789abcdef";
+
+/// Bot token of the Telegram stand-in; shaped like a real one, valid nowhere.
+pub const TELEGRAM_TOKEN: &str = "4839574812:AAFd-test-token-not-real_0123456789xyz";
+
+/// FCM project of the push stand-in.
+pub const FCM_PROJECT: &str = "flatrender-it";
+
+impl ServiceSettings {
+    /// Telegram through a Bot API stand-in at `api_url`, without send-rate waits.
+    pub fn telegram(api_url: &str) -> ServiceSettings {
+        ServiceSettings::new(format!(
+            "[channels.telegram]\nenabled = true\nbot_token = \"{TELEGRAM_TOKEN}\"\napi_url = \"{api_url}\"\n\
+             timeout_secs = 2\nper_chat_interval_ms = 0\n"
+        ))
+    }
+
+    /// Push through an FCM stand-in at `fcm_url`, whose `/token` path issues access tokens.
+    pub fn fcm(fcm_url: &str) -> ServiceSettings {
+        let key = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crates/channels/tests/fixtures/test-only-fcm-service-account.json");
+        ServiceSettings::new(format!(
+            "[channels.push]\nenabled = true\ntimeout_secs = 2\n\n[channels.push.fcm]\nproject_id = \"{FCM_PROJECT}\"\n\
+             service_account_file = \"{}\"\nbase_url = \"{fcm_url}\"\ntoken_url = \"{fcm_url}/token\"\n",
+            key.display()
+        ))
+    }
+}
