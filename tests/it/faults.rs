@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
+use lapin::types::AMQPValue;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -149,5 +150,46 @@ async fn sigterm_finishes_deliveries_in_flight() {
     assert_eq!(delivered.len(), sent.len());
     let remaining = broker.message_count(&broker.channel_queue("webhook")).await;
     assert_eq!(remaining, Some(0), "nothing left unacknowledged");
+    service.shutdown(&broker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_endpoint_is_left_alone_until_it_recovers() {
+    const MESSAGES: usize = 20;
+    let broker = TestBroker::new().await;
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(503)).named("outage").mount(&receiver).await;
+    let mut settings = ServiceSettings::webhook();
+    settings.prefetch = 2;
+    settings.concurrency = 1;
+    settings.breaker_failure_threshold = 3;
+    settings.breaker_cooldown_ms = 500;
+    let service = ServiceProcess::start(&broker, settings, &["webhook"]).await;
+
+    let url = format!("{}/hook", receiver.uri());
+    let mut sent = Vec::new();
+    for _ in 0..MESSAGES {
+        // Enough retries that only the breaker, not the retry budget, is tested.
+        let message = DispatchMessage::render_completed_webhook(&url).with_header("x-max-retries", AMQPValue::LongInt(40));
+        sent.push(message.notification_id.to_string());
+        broker.publish(&message.routing_key(), &message.body(), message.properties()).await;
+    }
+
+    // Let the outage last two seconds, about 20 backoff rounds of the test
+    // schedule; without a breaker every message would be tried several times.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during_outage = receiver.received_requests().await.unwrap().len();
+    assert!(during_outage < MESSAGES, "{during_outage} requests reached a dead endpoint for {MESSAGES} messages");
+    assert!(service.log().contains("circuit breaker opened"), "log:\n{}", service.log());
+
+    receiver.reset().await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).named("recovered").mount(&receiver).await;
+    wait_until("every notification reached the recovered receiver", Duration::from_secs(60), async || {
+        requests_per_notification(&receiver).await.len() == sent.len()
+    })
+    .await;
+    let counts = requests_per_notification(&receiver).await;
+    assert!(counts.values().all(|count| *count == 1), "each notification delivered once after the outage: {counts:?}");
+    assert!(broker.dead_letters_within(Duration::from_millis(300)).await.is_empty(), "nothing dead-lettered");
     service.shutdown(&broker).await;
 }

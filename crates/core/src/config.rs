@@ -158,11 +158,22 @@ pub struct DispatcherConfig {
     pub concurrency: usize,
     /// Larger bodies are dead-lettered unread, in bytes.
     pub max_message_bytes: usize,
+    /// Consecutive transient failures of one endpoint that open its circuit
+    /// breaker; 0 disables the breakers.
+    pub breaker_failure_threshold: u32,
+    /// How long an open breaker holds messages back before one probe, in milliseconds.
+    pub breaker_cooldown_ms: u64,
 }
 
 impl Default for DispatcherConfig {
     fn default() -> Self {
-        DispatcherConfig { prefetch: 64, concurrency: 32, max_message_bytes: 256 * 1024 }
+        DispatcherConfig {
+            prefetch: 64,
+            concurrency: 32,
+            max_message_bytes: 256 * 1024,
+            breaker_failure_threshold: 5,
+            breaker_cooldown_ms: 30_000,
+        }
     }
 }
 

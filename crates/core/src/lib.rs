@@ -12,6 +12,7 @@
 //!   schedule of [`retry`], or a dead letter; and only then acks.
 
 pub mod admin;
+pub mod breaker;
 pub mod channel;
 #[cfg(feature = "conformance")]
 pub mod conformance;

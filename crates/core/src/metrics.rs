@@ -47,6 +47,7 @@ pub struct Metrics {
     delivery_latency: HistogramFamily,
     provider_latency: HistogramFamily,
     broker_connected: Gauge<i64, std::sync::atomic::AtomicI64>,
+    breakers_open: Gauge<i64, std::sync::atomic::AtomicI64>,
     reconnects: Counter<u64, AtomicU64>,
 }
 
@@ -75,6 +76,7 @@ impl Metrics {
             delivery_latency: Family::new_with_constructor(latency_histogram),
             provider_latency: Family::new_with_constructor(latency_histogram),
             broker_connected: Gauge::default(),
+            breakers_open: Gauge::default(),
             reconnects: Counter::default(),
             registry: Registry::default(),
         };
@@ -92,6 +94,11 @@ impl Metrics {
         );
         registry.register("provider_call_seconds", "Duration of one call to a channel plugin", metrics.provider_latency.clone());
         registry.register("broker_connected", "1 while connected to the broker and consuming", metrics.broker_connected.clone());
+        registry.register(
+            "circuit_breakers_open",
+            "Provider endpoints whose circuit breaker is open or probing",
+            metrics.breakers_open.clone(),
+        );
         registry.register("broker_reconnects", "Broker sessions lost and started again", metrics.reconnects.clone());
         Metrics { registry, ..metrics }
     }
@@ -137,6 +144,10 @@ impl Metrics {
 
     pub fn broker_connected(&self, connected: bool) {
         self.broker_connected.set(i64::from(connected));
+    }
+
+    pub fn circuit_breakers_open(&self, count: usize) {
+        self.breakers_open.set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     pub fn reconnected(&self) {

@@ -130,6 +130,17 @@ impl RetryPolicy {
     }
 }
 
+impl RetryPolicy {
+    /// Where a message waits `delay`: the smallest tier that holds it, or
+    /// the longest tier when none does.
+    pub fn tier_for(&self, delay: Duration) -> RetryDelay {
+        let longest = self.tiers[self.tiers.len() - 1];
+        let delay = delay.clamp(Duration::from_millis(1), longest);
+        let tier = self.tiers.iter().copied().find(|tier| *tier >= delay).unwrap_or(longest);
+        RetryDelay { delay, tier }
+    }
+}
+
 /// A tier's name in its queue name: `500ms`, `30s`, `2m`, `1h`.
 pub fn tier_label(tier: Duration) -> String {
     let ms = tier.as_millis();

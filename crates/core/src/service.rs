@@ -107,6 +107,8 @@ impl Service {
             producer: config.service.producer.clone(),
             default_max_retries: config.retry.default_max_retries,
             max_message_bytes: config.dispatcher.max_message_bytes,
+            breaker_failure_threshold: config.dispatcher.breaker_failure_threshold,
+            breaker_cooldown: Duration::from_millis(config.dispatcher.breaker_cooldown_ms),
         };
         let metrics = Arc::new(Metrics::new());
         let dispatcher = Dispatcher::new(registry, Arc::clone(&templates), topology, retry, idempotency, Arc::clone(&metrics), settings);

@@ -25,6 +25,8 @@ pub struct ServiceSettings {
     pub admin_port: u16,
     /// TOML of the `[idempotency]` section, when a test sets one.
     pub idempotency_toml: String,
+    pub breaker_failure_threshold: u32,
+    pub breaker_cooldown_ms: u64,
 }
 
 impl ServiceSettings {
@@ -37,6 +39,8 @@ impl ServiceSettings {
             templates_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("templates"),
             admin_port: free_port(),
             idempotency_toml: String::new(),
+            breaker_failure_threshold: 5,
+            breaker_cooldown_ms: 30_000,
         }
     }
 
@@ -196,6 +200,8 @@ dlq = "{dlq}"
 prefetch = {prefetch}
 concurrency = {concurrency}
 max_message_bytes = {max_bytes}
+breaker_failure_threshold = {breaker_threshold}
+breaker_cooldown_ms = {breaker_cooldown}
 
 [retry]
 default_max_retries = 3
@@ -231,6 +237,8 @@ listen = "127.0.0.1:{admin_port}"
         channels = settings.channels_toml,
         admin_port = settings.admin_port,
         idempotency = settings.idempotency_toml,
+        breaker_threshold = settings.breaker_failure_threshold,
+        breaker_cooldown = settings.breaker_cooldown_ms,
     )
 }
 

@@ -3,6 +3,7 @@
 //! broker; [`super::settle`] carries the decision out.
 
 use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures_util::FutureExt;
@@ -10,6 +11,7 @@ use lapin::message::Delivery;
 use tracing::{debug, warn, Span};
 use uuid::Uuid;
 
+use crate::breaker::{self, Admission};
 use crate::channel::{ChannelKind, Notification, Receipt};
 use crate::envelope::{parse_dispatch, truncate, DispatchRequest, Envelope, ParsedBody, DISPATCH_EVENT_TYPE};
 use crate::error::{DeliveryError, FailureKind};
@@ -66,9 +68,9 @@ pub(super) enum Decision {
     Delivered { message: Accepted, receipt: Receipt },
     /// Delivered before, by this or an earlier attempt.
     Duplicate { message: Accepted, record: DeliveryRecord },
-    /// Another delivery of the same notification holds the claim: look again
-    /// later, without counting a retry.
-    Defer { message: Accepted },
+    /// Not sent now, without counting a retry: another delivery of the same
+    /// notification holds the claim, or the endpoint's circuit breaker is open.
+    Defer { message: Accepted, delay: Duration, reason: &'static str },
     Retry { message: Accepted, error: DeliveryError },
     /// Dead-lettered; a failed event is owed when the message is `named`.
     DeadLetter { failure: FailureInfo, named: Option<Named> },
@@ -85,7 +87,10 @@ impl Dispatcher {
         let id = message.envelope.data.notification_id;
         match self.idempotency.claim(id, queue_channel).await {
             Ok(None) => {}
-            Ok(Some(DeliveryRecord::Claimed)) => return Decision::Defer { message },
+            Ok(Some(DeliveryRecord::Claimed)) => {
+                let delay = self.retry.tiers()[0];
+                return Decision::Defer { message, delay, reason: "another delivery of this notification is in progress" };
+            }
             Ok(Some(record)) => {
                 self.metrics.idempotency_hit(queue_channel);
                 return Decision::Duplicate { message, record };
@@ -201,7 +206,11 @@ impl Dispatcher {
             let failure = failure(FailureKind::Configuration, None, format!("no plugin registered for channel {}", notification.channel));
             return Decision::DeadLetter { failure, named: Some(message.named(notification.channel)) };
         };
-        let started = std::time::Instant::now();
+        let endpoint = breaker::endpoint_of(&notification);
+        if let Admission::Rejected { retry_in } = self.breakers.admit(&endpoint, Instant::now()) {
+            return Decision::Defer { message, delay: retry_in, reason: "the endpoint's circuit breaker is open" };
+        }
+        let started = Instant::now();
         let sent = AssertUnwindSafe(plugin.send(&notification)).catch_unwind().await;
         self.metrics.provider_call(notification.channel, started.elapsed());
         let sent = sent.unwrap_or_else(|panic| {
@@ -209,6 +218,7 @@ impl Dispatcher {
             tracing::error!(reason = %reason, "channel plugin panicked; dead-lettering the message");
             Err(DeliveryError::permanent(FailureKind::Internal, format!("channel plugin panicked: {reason}")))
         });
+        self.record_endpoint_health(&endpoint, &sent);
         match sent {
             Ok(receipt) => {
                 let record = DeliveryRecord::Sent(receipt.clone());
@@ -227,6 +237,20 @@ impl Dispatcher {
 }
 
 impl Dispatcher {
+    /// Feeds a send's outcome to the endpoint's circuit breaker: outages and
+    /// timeouts count against it, any answer from the provider resets it.
+    fn record_endpoint_health(&self, endpoint: &str, sent: &Result<Receipt, DeliveryError>) {
+        let outage = matches!(sent, Err(error) if matches!(error.kind(), FailureKind::Unavailable | FailureKind::Timeout));
+        if outage {
+            if self.breakers.record_failure(endpoint, Instant::now()) {
+                warn!(endpoint, "circuit breaker opened; holding back messages for this endpoint");
+            }
+        } else {
+            self.breakers.record_answer(endpoint);
+        }
+        self.metrics.circuit_breakers_open(self.breakers.open_count());
+    }
+
     /// A retry while `x-max-retries` allows one, else a dead letter.
     fn retry_or_give_up(&self, message: Accepted, channel: ChannelKind, error: DeliveryError) -> Decision {
         if message.headers.retry_count < message.headers.max_retries {

@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{field, info_span, Instrument};
 
+use crate::breaker::CircuitBreakers;
 use crate::channel::{ChannelKind, ChannelRegistry};
 use crate::idempotency::IdempotencyStore;
 use crate::metrics::Metrics;
@@ -35,6 +36,7 @@ pub struct Dispatcher {
     pub(crate) retry: RetryPolicy,
     pub(crate) idempotency: Arc<dyn IdempotencyStore>,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) breakers: CircuitBreakers,
     /// `producer` of published events.
     pub(crate) producer: String,
     pub(crate) default_max_retries: u32,
@@ -62,6 +64,8 @@ pub struct DispatcherSettings {
     pub producer: String,
     pub default_max_retries: u32,
     pub max_message_bytes: usize,
+    pub breaker_failure_threshold: u32,
+    pub breaker_cooldown: std::time::Duration,
 }
 
 impl Dispatcher {
@@ -81,6 +85,7 @@ impl Dispatcher {
             retry,
             idempotency,
             metrics,
+            breakers: CircuitBreakers::new(settings.breaker_failure_threshold, settings.breaker_cooldown),
             producer: settings.producer,
             default_max_retries: settings.default_max_retries,
             max_message_bytes: settings.max_message_bytes,

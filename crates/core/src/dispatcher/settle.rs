@@ -54,8 +54,10 @@ impl Dispatcher {
                 debug!("already delivered; acking the redelivered message");
                 Ok(())
             }
-            Decision::Defer { message } | Decision::Duplicate { message, record: DeliveryRecord::Claimed } => {
-                self.defer(channel, delivery, &message, publisher).await
+            Decision::Defer { message, delay, reason } => self.defer(channel, delivery, &message, delay, reason, publisher).await,
+            Decision::Duplicate { message, record: DeliveryRecord::Claimed } => {
+                let delay = self.retry.tiers()[0];
+                self.defer(channel, delivery, &message, delay, "another delivery is in progress", publisher).await
             }
             Decision::Retry { message, error } => self.schedule_retry(channel, delivery, &message, &error, publisher).await,
             Decision::DeadLetter { failure, named } => {
@@ -164,21 +166,28 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Puts the message back through the shortest delay tier, keeping its
-    /// retry count, while another delivery of it holds the claim.
+    /// Puts the message back through a delay queue for about `delay`,
+    /// keeping its retry count.
     async fn defer(
         &self,
         channel: ChannelKind,
         delivery: &Delivery,
         message: &Accepted,
+        delay: std::time::Duration,
+        reason: &str,
         publisher: &Publisher,
     ) -> Result<(), PublishError> {
-        let tier = self.retry.tiers()[0];
-        let queue = self.topology.retry_queue(channel, tier);
+        let wait = self.retry.tier_for(delay);
+        let queue = self.topology.retry_queue(channel, wait.tier);
         let headers = without(delivery_headers(&delivery.properties), &BROKER_DEATH_HEADERS);
-        let properties = delivery.properties.clone().with_headers(headers).with_delivery_mode(2);
+        let properties = delivery
+            .properties
+            .clone()
+            .with_headers(headers)
+            .with_delivery_mode(2)
+            .with_expiration(ShortString::from(wait.delay.as_millis().to_string()));
         publisher.publish("", &queue, true, &delivery.data, properties).await?;
-        debug!(retry_count = message.headers.retry_count, "another delivery of this notification is in progress; looking again later");
+        debug!(retry_count = message.headers.retry_count, delay_ms = wait.delay.as_millis() as u64, reason, "delivery deferred");
         Ok(())
     }
 
