@@ -33,6 +33,8 @@ pub struct Config<C> {
     pub idempotency: IdempotencyConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    #[serde(default)]
+    pub fanout: FanoutConfig,
     pub channels: C,
 }
 
@@ -248,6 +250,35 @@ impl AdminConfig {
     /// The listen address, or `None` when the listener is disabled.
     pub fn address(&self) -> Option<std::net::SocketAddr> {
         self.listen.parse().ok()
+    }
+}
+
+/// The fan-out stage: domain events in, dispatch messages out.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FanoutConfig {
+    /// Whether this instance runs the fan-out stage.
+    pub enabled: bool,
+    /// Routing rules: which events become which notifications.
+    pub routes_file: PathBuf,
+    /// Durable queue bound to the events exchange with the keys the rules need.
+    pub queue: String,
+    /// Contacts and preferences: `sqlite://PATH?mode=rwc` (one instance) or
+    /// `postgres://…` (several instances). May carry credentials.
+    pub database_url: String,
+    /// Address of the contacts HTTP API; empty disables it.
+    pub api_listen: String,
+}
+
+impl Default for FanoutConfig {
+    fn default() -> Self {
+        FanoutConfig {
+            enabled: false,
+            routes_file: PathBuf::from("config/routes.toml"),
+            queue: "notify.fanout.events".to_owned(),
+            database_url: "sqlite://data/contacts.db?mode=rwc".to_owned(),
+            api_listen: "127.0.0.1:9465".to_owned(),
+        }
     }
 }
 
