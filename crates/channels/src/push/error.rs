@@ -120,49 +120,8 @@ impl ReadResponse {
 /// `endpoint` names the service for the message, such as `FCM` or `the FCM
 /// token endpoint`. The request URL is dropped from the error because the
 /// APNs URL contains the device token.
-pub(super) fn classify_transport_error(
-    endpoint: &str,
-    error: reqwest::Error,
-    timeout: Duration,
-) -> DeliveryError {
-    let error = error.without_url();
-    let cause = root_cause(&error);
-
-    if error.is_timeout() {
-        DeliveryError::transient(
-            FailureKind::Timeout,
-            format!(
-                "request to {endpoint} timed out after {} s",
-                timeout.as_secs()
-            ),
-        )
-        .with_code("timeout")
-        .with_source(error)
-    } else if error.is_connect() {
-        DeliveryError::transient(
-            FailureKind::Unavailable,
-            format!("failed to connect to {endpoint}: {cause}"),
-        )
-        .with_code("connect_failed")
-        .with_source(error)
-    } else {
-        DeliveryError::transient(
-            FailureKind::Unavailable,
-            format!("request to {endpoint} failed: {cause}"),
-        )
-        .with_code("request_failed")
-        .with_source(error)
-    }
-}
-
-/// Returns the innermost error of the chain, which names the cause
-/// (`Connection refused`, a TLS alert) without reqwest's wrapping.
-fn root_cause(error: &reqwest::Error) -> String {
-    let mut cause: &dyn std::error::Error = error;
-    while let Some(source) = cause.source() {
-        cause = source;
-    }
-    cause.to_string()
+pub(super) fn classify_transport_error(endpoint: &str, error: reqwest::Error, timeout: Duration) -> DeliveryError {
+    crate::http::classify_transport_error(error, endpoint, timeout)
 }
 
 /// Returns a provider's error text as one line of at most [`EXCERPT_CHARS`]

@@ -153,57 +153,16 @@ pub(super) fn transient(
     }
 }
 
-/// Classifies a request that got no response: a timeout, a failed connection
-/// (refused, DNS, TLS) or a broken exchange. All of them are transient.
-///
-/// NOTE: after a timeout or a broken exchange the provider may have accepted
-/// the message, so a retry or failover can deliver it twice.
+/// Classifies a request to SMS provider `provider` that got no response.
+/// A timeout does not prove the provider did not accept the message, so a
+/// retry or failover can deliver it twice.
 pub(super) fn classify_transport_error(
     error: reqwest::Error,
     provider: &str,
     masked_url: &str,
     timeout: Duration,
 ) -> DeliveryError {
-    // The URL can carry tokens in its query, so it must not reach the error
-    // chain that ends up in events and logs.
-    let error = error.without_url();
-    let cause = root_cause(&error);
-
-    if error.is_timeout() {
-        DeliveryError::transient(
-            FailureKind::Timeout,
-            format!(
-                "request to SMS provider `{provider}` at {masked_url} timed out after {} s",
-                timeout.as_secs()
-            ),
-        )
-        .with_code("timeout")
-        .with_source(error)
-    } else if error.is_connect() {
-        DeliveryError::transient(
-            FailureKind::Unavailable,
-            format!("failed to connect to SMS provider `{provider}` at {masked_url}: {cause}"),
-        )
-        .with_code("connect_failed")
-        .with_source(error)
-    } else {
-        DeliveryError::transient(
-            FailureKind::Unavailable,
-            format!("request to SMS provider `{provider}` at {masked_url} failed: {cause}"),
-        )
-        .with_code("request_failed")
-        .with_source(error)
-    }
-}
-
-/// Returns the innermost error of the chain, which names the cause
-/// (`Connection refused`, a DNS failure) without reqwest's wrapping.
-fn root_cause(error: &reqwest::Error) -> String {
-    let mut cause: &dyn std::error::Error = error;
-    while let Some(source) = cause.source() {
-        cause = source;
-    }
-    cause.to_string()
+    crate::http::classify_transport_error(error, &format!("SMS provider `{provider}` at {masked_url}"), timeout)
 }
 
 #[cfg(test)]
