@@ -154,7 +154,7 @@ impl Metrics {
         self.reconnects.inc();
     }
 
-    /// The metrics in the Prometheus text format.
+    /// Encodes the metrics in the Prometheus text format.
     pub fn encode(&self) -> String {
         let mut text = String::new();
         // Writing to a String cannot fail; an empty page beats a panic.

@@ -25,7 +25,7 @@ use crate::retry::RetryPolicy;
 use crate::templates::TemplateHandle;
 use crate::topology::Topology;
 
-/// Why a broker session ended or could not start.
+/// Cause of a broker session ending or failing to start.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     #[error("cannot connect to the broker at {url}: {source}")]
@@ -177,7 +177,7 @@ impl Service {
         }
     }
 
-    /// One broker session: connect, declare, consume until something ends it.
+    /// Runs one broker session: connect, declare, consume until something ends it.
     async fn session(&self, shutdown: &CancellationToken) -> Result<Session, SessionError> {
         let consuming = self.connect("consume").await?;
         let publishing = self.connect("publish").await?;
@@ -290,7 +290,7 @@ fn connection_label(queue_prefix: &str) -> String {
     }
 }
 
-/// How a session that started ended.
+/// The end of a session that had started.
 enum Session {
     /// Shutdown was requested.
     Stopped,

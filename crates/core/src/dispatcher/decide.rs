@@ -22,7 +22,7 @@ use crate::recipient::Recipient;
 
 use super::Dispatcher;
 
-/// Longest failure message carried in events and headers.
+/// Maximum length, in characters, of a failure message in events and headers.
 const MAX_REASON_CHARS: usize = 1_000;
 
 /// A message that passed validation.
@@ -50,8 +50,7 @@ impl Accepted {
     }
 }
 
-/// What a failed event needs to know about a message that may be only
-/// partly valid.
+/// The parts of a possibly invalid message that a failed event needs.
 #[derive(Debug, Clone)]
 pub(super) struct Named {
     pub ids: Envelope<()>,
@@ -62,14 +61,14 @@ pub(super) struct Named {
     pub webhook_url: Option<String>,
 }
 
-/// What becomes of a message.
+/// The fate of a message, decided before anything is published.
 #[derive(Debug)]
 pub(super) enum Decision {
     Delivered { message: Accepted, receipt: Receipt },
     /// Delivered before, by this or an earlier attempt.
     Duplicate { message: Accepted, record: DeliveryRecord },
     /// Not sent now, without counting a retry: another delivery of the same
-    /// notification holds the claim, or the endpoint's circuit breaker is open.
+    /// notification has the claim, or the endpoint's circuit breaker is open.
     Defer { message: Accepted, delay: Duration, reason: &'static str },
     Retry { message: Accepted, error: DeliveryError },
     /// Dead-lettered; a failed event is owed when the message is `named`.
@@ -110,7 +109,7 @@ impl Dispatcher {
         decision
     }
 
-    /// The stages after the claim: expiry, rendering, delivery.
+    /// Runs the stages after the claim: expiry, rendering, delivery.
     async fn decide_claimed(&self, queue_channel: ChannelKind, message: Accepted) -> Decision {
         let request = &message.envelope.data;
         if request.expires_at.is_some_and(|expires_at| expires_at <= Utc::now()) {
@@ -238,7 +237,7 @@ impl Dispatcher {
 
 impl Dispatcher {
     /// Feeds a send's outcome to the endpoint's circuit breaker: outages and
-    /// timeouts count against it, any answer from the provider resets it.
+    /// timeouts count against it, any response from the provider resets it.
     fn record_endpoint_health(&self, endpoint: &str, sent: &Result<Receipt, DeliveryError>) {
         let outage = matches!(sent, Err(error) if matches!(error.kind(), FailureKind::Unavailable | FailureKind::Timeout));
         if outage {
@@ -251,7 +250,7 @@ impl Dispatcher {
         self.metrics.circuit_breakers_open(self.breakers.open_count());
     }
 
-    /// A retry while `x-max-retries` allows one, else a dead letter.
+    /// Schedules a retry while `x-max-retries` allows one, else dead-letters.
     fn retry_or_give_up(&self, message: Accepted, channel: ChannelKind, error: DeliveryError) -> Decision {
         if message.headers.retry_count < message.headers.max_retries {
             return Decision::Retry { message, error };
@@ -284,7 +283,7 @@ fn failure(kind: FailureKind, code: Option<String>, message: String) -> FailureI
     FailureInfo { kind, code, message: truncate(&message, MAX_REASON_CHARS) }
 }
 
-/// The request's ids with the data dropped.
+/// Copies the request's ids, dropping its data.
 pub(super) fn ids_of<T>(envelope: &Envelope<T>) -> Envelope<()> {
     Envelope {
         event_id: envelope.event_id,

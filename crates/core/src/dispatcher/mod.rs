@@ -43,7 +43,7 @@ pub struct Dispatcher {
     pub(crate) max_message_bytes: usize,
 }
 
-/// Why a consumer stopped before it was asked to.
+/// Cause of a consumer stopping before it was asked to.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumerError {
     #[error("consumer of {queue} failed: {source}")]
