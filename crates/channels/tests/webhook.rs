@@ -1,6 +1,14 @@
 //! Webhook channel against local wiremock receivers: delivery, signatures,
-//! and the classification of every kind of failure.
+//! the classification of every kind of failure, and the address policy
+//! applied after DNS resolution.
+//!
+//! Host names resolve through an injected lookup, so no test makes a real DNS
+//! query.
 
+use std::io;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -448,5 +456,303 @@ async fn loopback_receiver_rejected_by_default() {
         FailureKind::InvalidRecipient,
         "destination_forbidden",
     );
+    server.verify().await;
+}
+
+/// Host name that the injected lookup of [`resolving_channel`] resolves.
+const HOOK_HOST: &str = "hook.example.test";
+
+/// Builds a channel whose lookup maps [`HOOK_HOST`] to `answers` and fails
+/// for every other name. Also returns the counter of lookups made.
+fn resolving_channel(
+    config: &WebhookConfig,
+    answers: &[&str],
+) -> (WebhookChannel, Arc<AtomicUsize>) {
+    let answers: Vec<IpAddr> = answers
+        .iter()
+        .map(|answer| answer.parse().unwrap())
+        .collect();
+    let lookups = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&lookups);
+
+    let channel = WebhookChannel::with_lookup(config, move |host: String| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        let result = if host == HOOK_HOST {
+            Ok(answers.clone())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("test lookup has no entry for {host}"),
+            ))
+        };
+        async move { result }
+    })
+    .unwrap();
+
+    (channel, lookups)
+}
+
+/// URL of `server`'s `/hook` under the host name `host`, with a token in the
+/// query that error messages must not show.
+fn url_with_host(host: &str, server: &MockServer) -> String {
+    format!(
+        "http://{host}:{}/hook?token=path-secret",
+        server.address().port()
+    )
+}
+
+async fn mount_unreachable(server: &MockServer) {
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .named("receiver behind a forbidden address")
+        .expect(0)
+        .mount(server)
+        .await;
+}
+
+fn config_allowing_loopback(allow_loopback: bool) -> WebhookConfig {
+    WebhookConfig {
+        allow_loopback,
+        ..config()
+    }
+}
+
+/// Checks that `error` rejects [`HOOK_HOST`] for resolving to `address`,
+/// without the path or query of the URL.
+fn assert_forbidden_answer(error: &DeliveryError, address: &str, reason: &str) {
+    assert_permanent(
+        error,
+        FailureKind::InvalidRecipient,
+        "destination_forbidden",
+    );
+    assert!(
+        error.message().contains(&format!(
+            "host {HOOK_HOST} resolves only to forbidden addresses"
+        )),
+        "{error}"
+    );
+    assert!(
+        error.message().contains(&format!("{address} ({reason}")),
+        "{error}"
+    );
+    assert!(!error.message().contains("path-secret"), "{error}");
+    assert!(!error.message().contains("/hook?"), "{error}");
+}
+
+#[tokio::test]
+async fn name_resolving_to_loopback_is_forbidden() {
+    let server = MockServer::start().await;
+    mount_unreachable(&server).await;
+    let (channel, lookups) = resolving_channel(&config_allowing_loopback(false), &["127.0.0.1"]);
+
+    let error = channel
+        .send(&notification(url_with_host(HOOK_HOST, &server)))
+        .await
+        .unwrap_err();
+
+    assert_forbidden_answer(&error, "127.0.0.1", "a loopback address");
+    assert!(
+        error
+            .message()
+            .contains("allowed only with `channels.webhook.allow_loopback = true`"),
+        "{error}"
+    );
+    assert_eq!(lookups.load(Ordering::SeqCst), 1);
+    server.verify().await;
+}
+
+#[tokio::test]
+async fn name_resolving_to_loopback_delivered_when_allowed() {
+    let server = MockServer::start().await;
+    mount_status(&server, ResponseTemplate::new(200), "loopback receiver").await;
+    let (channel, lookups) = resolving_channel(&config_allowing_loopback(true), &["127.0.0.1"]);
+
+    let receipt = channel
+        .send(&notification(url_with_host(HOOK_HOST, &server)))
+        .await
+        .unwrap();
+
+    assert_eq!(receipt.details.get("status"), Some(&json!(200)));
+    assert_eq!(lookups.load(Ordering::SeqCst), 1);
+    let requests = server.received_requests().await.unwrap();
+    let host = requests[0].headers.get("host").unwrap().to_str().unwrap();
+    assert_eq!(host, format!("{HOOK_HOST}:{}", server.address().port()));
+    server.verify().await;
+}
+
+/// Covers resolved addresses that lead to this machine only, so a request
+/// that got through the filter would reach the mock server or be refused
+/// locally.
+#[tokio::test]
+async fn local_answers_are_forbidden() {
+    let cases = [
+        ("::1", "a loopback address"),
+        ("::ffff:127.0.0.1", "a loopback address"),
+        ("127.0.0.2", "a loopback address"),
+        ("0.0.0.0", "an unspecified address"),
+    ];
+    let server = MockServer::start().await;
+    mount_unreachable(&server).await;
+
+    for (address, reason) in cases {
+        let (channel, lookups) = resolving_channel(&config_allowing_loopback(false), &[address]);
+
+        let error = channel
+            .send(&notification(url_with_host(HOOK_HOST, &server)))
+            .await
+            .unwrap_err();
+
+        assert_forbidden_answer(&error, address, reason);
+        assert_eq!(lookups.load(Ordering::SeqCst), 1, "{address}");
+    }
+    server.verify().await;
+}
+
+/// Each answer starts with 127.0.0.1, the mock server's address. Should the
+/// filter ever let the answers through, reqwest connects to that first
+/// address, so the test fails without any packet to the private or metadata
+/// address. The resolver's unit tests check these addresses alone and with
+/// `allow_loopback = true`, where no connection can happen.
+#[tokio::test]
+async fn private_and_metadata_answers_are_forbidden() {
+    let cases = [
+        ("10.0.0.5", "a private address"),
+        ("192.168.1.20", "a private address"),
+        ("fd00::1", "a private address"),
+        ("100.64.0.1", "a carrier-grade NAT address"),
+        (
+            "169.254.169.254",
+            "a cloud metadata endpoint, never allowed",
+        ),
+        ("fd00:ec2::254", "a cloud metadata endpoint, never allowed"),
+        (
+            "::ffff:169.254.169.254",
+            "a cloud metadata endpoint, never allowed",
+        ),
+        ("169.254.10.1", "a link-local address, never allowed"),
+        ("fe80::1", "a link-local address, never allowed"),
+    ];
+    let server = MockServer::start().await;
+    mount_unreachable(&server).await;
+
+    for (address, reason) in cases {
+        let answers = ["127.0.0.1", address];
+        let (channel, lookups) = resolving_channel(&config_allowing_loopback(false), &answers);
+
+        let error = channel
+            .send(&notification(url_with_host(HOOK_HOST, &server)))
+            .await
+            .unwrap_err();
+
+        assert_forbidden_answer(&error, "127.0.0.1", "a loopback address");
+        assert_forbidden_answer(&error, address, reason);
+        assert_eq!(lookups.load(Ordering::SeqCst), 1, "{address}");
+    }
+    server.verify().await;
+}
+
+#[tokio::test]
+async fn all_forbidden_answers_are_listed() {
+    let server = MockServer::start().await;
+    mount_unreachable(&server).await;
+    let (channel, _) = resolving_channel(
+        &config_allowing_loopback(false),
+        &["127.0.0.1", "10.0.0.5", "169.254.169.254"],
+    );
+
+    let error = channel
+        .send(&notification(url_with_host(HOOK_HOST, &server)))
+        .await
+        .unwrap_err();
+
+    assert_forbidden_answer(&error, "127.0.0.1", "a loopback address");
+    assert_forbidden_answer(&error, "10.0.0.5", "a private address");
+    assert_forbidden_answer(&error, "169.254.169.254", "a cloud metadata endpoint");
+    server.verify().await;
+}
+
+/// The forbidden addresses are multicast addresses, for which Linux fails a
+/// TCP connect without sending a packet. If the filter let them through, no
+/// traffic would leave the machine.
+#[tokio::test]
+async fn mixed_answer_reaches_allowed_address() {
+    let server = MockServer::start().await;
+    mount_status(
+        &server,
+        ResponseTemplate::new(204),
+        "receiver at the allowed address",
+    )
+    .await;
+    let (channel, _) = resolving_channel(
+        &config_allowing_loopback(true),
+        &["ff02::1", "224.0.0.1", "127.0.0.1"],
+    );
+
+    let receipt = channel
+        .send(&notification(url_with_host(HOOK_HOST, &server)))
+        .await
+        .unwrap();
+
+    assert_eq!(receipt.details.get("status"), Some(&json!(204)));
+    server.verify().await;
+}
+
+#[tokio::test]
+async fn metadata_name_is_forbidden_without_lookup() {
+    let server = MockServer::start().await;
+    mount_unreachable(&server).await;
+
+    for allow_loopback in [false, true] {
+        let config = config_allowing_loopback(allow_loopback);
+        let (channel, lookups) = resolving_channel(&config, &["127.0.0.1"]);
+
+        let error = channel
+            .send(&notification(url_with_host(
+                "metadata.google.internal",
+                &server,
+            )))
+            .await
+            .unwrap_err();
+
+        assert_permanent(
+            &error,
+            FailureKind::InvalidRecipient,
+            "destination_forbidden",
+        );
+        assert!(
+            error.message().contains(
+                "host metadata.google.internal is a cloud metadata endpoint, never allowed"
+            ),
+            "{error}"
+        );
+        assert!(!error.message().contains("path-secret"), "{error}");
+        assert_eq!(lookups.load(Ordering::SeqCst), 0);
+    }
+    server.verify().await;
+}
+
+#[tokio::test]
+async fn failed_lookup_is_transient() {
+    let server = MockServer::start().await;
+    mount_unreachable(&server).await;
+    let (channel, lookups) = resolving_channel(&config_allowing_loopback(false), &["127.0.0.1"]);
+
+    let error = channel
+        .send(&notification(url_with_host(
+            "unknown.example.test",
+            &server,
+        )))
+        .await
+        .unwrap_err();
+
+    assert_transient(&error, FailureKind::Unavailable, "connect_failed");
+    assert!(
+        error
+            .message()
+            .contains("test lookup has no entry for unknown.example.test"),
+        "{error}"
+    );
+    assert!(!error.message().contains("path-secret"), "{error}");
+    assert_eq!(lookups.load(Ordering::SeqCst), 1);
     server.verify().await;
 }

@@ -29,12 +29,21 @@ pub struct WebhookConfig {
     /// UUID because environment variable names cannot contain the `-` of a
     /// UUID. Default empty.
     pub tenant_secret_env: BTreeMap<String, String>,
-    /// Whether receivers on loopback and private addresses are allowed.
-    /// Default `false`.
+    /// Whether receivers on loopback and private addresses are allowed, for
+    /// development. Default `false`.
     ///
-    /// NOTE: with `false`, only URLs whose host is `localhost` or an IP literal
-    /// in a loopback, private, link-local or unspecified range are rejected.
-    /// Host names that resolve to such addresses are still reached.
+    /// With `false`, the channel rejects loopback, private (RFC 1918 and
+    /// fc00::/7), carrier-grade NAT (100.64.0.0/10) and unspecified addresses,
+    /// also in IPv4-mapped form, and the name `localhost`. Link-local,
+    /// multicast and broadcast addresses and cloud metadata endpoints (such
+    /// as 169.254.169.254, `fd00:ec2::254` and `metadata.google.internal`)
+    /// are rejected whatever this setting is.
+    ///
+    /// The check applies to IP literals in the URL and to every address a
+    /// host name resolves to. The request connects only to the allowed
+    /// addresses of the DNS answer, and a host with none fails permanently
+    /// with the code `destination_forbidden`. Redirects are never followed,
+    /// so a receiver cannot send the request on to a forbidden address.
     pub allow_loopback: bool,
 }
 

@@ -9,6 +9,7 @@ use reqwest::header::RETRY_AFTER;
 use reqwest::{Response, StatusCode};
 use uuid::Uuid;
 
+use super::resolver::DestinationForbidden;
 use super::signature::SecretFormatError;
 
 /// Maximum `Retry-After` delay honoured. Longer delays are capped to it.
@@ -142,13 +143,32 @@ fn classify_status(
     }
 }
 
-/// Classifies a request that got no response: a timeout, a failed connection
-/// (refused, DNS, TLS) or a broken exchange. All of them are transient.
+/// Returns the permanent error for a destination that the channel's address
+/// policy rejects.
+pub(super) fn destination_forbidden(
+    masked_url: &str,
+    forbidden: DestinationForbidden,
+) -> DeliveryError {
+    DeliveryError::permanent(
+        FailureKind::InvalidRecipient,
+        format!("webhook URL {masked_url} is forbidden: {forbidden}"),
+    )
+    .with_code("destination_forbidden")
+    .with_source(forbidden)
+}
+
+/// Classifies a request that got no response. A host whose DNS answer
+/// contains only forbidden addresses is permanent. A timeout, a failed
+/// connection (refused, DNS, TLS) or a broken exchange is transient.
 pub(super) fn classify_transport_error(
     error: reqwest::Error,
     masked_url: &str,
     timeout: Duration,
 ) -> DeliveryError {
+    if let Some(forbidden) = find_destination_forbidden(&error) {
+        return destination_forbidden(masked_url, forbidden.clone());
+    }
+
     // The full URL may carry tokens in its path or query, so it must not
     // reach the error chain that ends up in events and logs.
     let error = error.without_url();
@@ -179,6 +199,19 @@ pub(super) fn classify_transport_error(
         .with_code("request_failed")
         .with_source(error)
     }
+}
+
+/// Returns the [`DestinationForbidden`] that the webhook resolver raised, if
+/// it is in the source chain of `error`.
+fn find_destination_forbidden(error: &reqwest::Error) -> Option<&DestinationForbidden> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = cause {
+        if let Some(forbidden) = current.downcast_ref::<DestinationForbidden>() {
+            return Some(forbidden);
+        }
+        cause = current.source();
+    }
+    None
 }
 
 /// Returns the innermost error of the chain, which names the cause

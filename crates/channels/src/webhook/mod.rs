@@ -7,21 +7,27 @@
 //!   `webhook-timestamp`, `webhook-signature`) and a receiver-side check.
 //! - [`error`]: configuration errors and the mapping of HTTP outcomes to
 //!   [`DeliveryError`]s.
+//! - [`resolver`]: the address ranges and host names a webhook must not
+//!   reach, and the DNS resolver that drops forbidden addresses.
 //! - This module: [`WebhookChannel`], which validates the secrets once at
 //!   construction and sends.
 //!
 //! Outcomes: 2xx is delivered. 408, 429, 5xx, timeouts and connection
-//! failures are transient. Redirects (never followed), 410 and other 4xx are
-//! permanent.
+//! failures are transient. Redirects (never followed), 410, other 4xx and
+//! forbidden destinations are permanent.
 
 pub mod config;
 pub mod error;
 pub mod payload;
+pub mod resolver;
 pub mod signature;
 
 use std::collections::HashMap;
 use std::env::VarError;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::future::Future;
+use std::io;
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -36,8 +42,10 @@ use uuid::Uuid;
 
 pub use config::WebhookConfig;
 pub use error::WebhookError;
+pub use resolver::{DestinationForbidden, ForbiddenRange, LookupFuture};
 pub use signature::{SignatureMismatch, SigningSecret};
 
+use resolver::{FilteringResolver, Lookup};
 use signature::{WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP};
 
 /// Provider name in receipts.
@@ -74,6 +82,38 @@ impl WebhookChannel {
     where
         F: Fn(&str) -> Result<String, VarError>,
     {
+        WebhookChannel::build(config, read_env, resolver::system_lookup())
+    }
+
+    /// Builds the channel like [`WebhookChannel::new`], but resolves host
+    /// names through `lookup` in place of the system resolver. The channel
+    /// filters the addresses that `lookup` returns as it filters those of the
+    /// system resolver. Tests use it to resolve names without DNS.
+    ///
+    /// # Errors
+    ///
+    /// The same as [`WebhookChannel::new`].
+    pub fn with_lookup<L, Fut>(
+        config: &WebhookConfig,
+        lookup: L,
+    ) -> Result<WebhookChannel, WebhookError>
+    where
+        L: Fn(String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = io::Result<Vec<IpAddr>>> + Send + 'static,
+    {
+        let lookup: Lookup =
+            Arc::new(move |host: String| -> LookupFuture { Box::pin(lookup(host)) });
+        WebhookChannel::build(config, |name| std::env::var(name), lookup)
+    }
+
+    fn build<F>(
+        config: &WebhookConfig,
+        read_env: F,
+        lookup: Lookup,
+    ) -> Result<WebhookChannel, WebhookError>
+    where
+        F: Fn(&str) -> Result<String, VarError>,
+    {
         if config.timeout_secs == 0 {
             return Err(WebhookError::ZeroTimeout);
         }
@@ -99,6 +139,12 @@ impl WebhookChannel {
             // Proxy variables of the environment would send every tenant's
             // webhook through a host nobody configured for it.
             .no_proxy()
+            // Host names reach only the addresses this resolver lets through.
+            // IP literal hosts skip it and are checked in `parse_destination`.
+            .dns_resolver(Arc::new(FilteringResolver::new(
+                lookup,
+                config.allow_loopback,
+            )))
             .user_agent(user_agent)
             .build()
             .map_err(WebhookError::Client)?;
@@ -235,8 +281,9 @@ impl Channel for WebhookChannel {
     }
 }
 
-/// Parses the recipient URL and rejects destinations that
-/// `allow_loopback: false` forbids.
+/// Parses the recipient URL and rejects a host that is a forbidden name or
+/// IP literal. Host names that resolve to forbidden addresses are rejected
+/// later, by [`FilteringResolver`].
 fn parse_destination(
     url: &str,
     masked_url: &str,
@@ -257,57 +304,38 @@ fn parse_destination(
         return Err(invalid("has no host"));
     };
 
-    if !allow_loopback && is_local_host(&host) {
-        return Err(invalid(
-            "points to a loopback or private address, which `channels.webhook.allow_loopback = false` forbids",
-        )
-        .with_code("destination_forbidden"));
+    if let Some(forbidden) = forbidden_host(&host, allow_loopback) {
+        return Err(error::destination_forbidden(masked_url, forbidden));
     }
     Ok(parsed)
 }
 
-/// Returns true if the host is `localhost` or an IP literal that does not
-/// lead to the public internet.
-fn is_local_host(host: &Host<&str>) -> bool {
-    match host {
+/// Returns why the policy rejects `host` without a DNS lookup, if it does.
+fn forbidden_host(host: &Host<&str>, allow_loopback: bool) -> Option<DestinationForbidden> {
+    let (forbidden, range) = match *host {
         Host::Domain(name) => {
-            let name = name.trim_end_matches('.').to_ascii_lowercase();
-            name == "localhost" || name.ends_with(".localhost")
+            let range = resolver::classify_name(name)?;
+            let host = name.to_owned();
+            (DestinationForbidden::Name { host, range }, range)
         }
-        Host::Ipv4(ip) => is_local_ipv4(*ip),
-        Host::Ipv6(ip) => is_local_ipv6(*ip),
-    }
+        Host::Ipv4(ip) => literal_forbidden(IpAddr::V4(ip))?,
+        Host::Ipv6(ip) => literal_forbidden(IpAddr::V6(ip))?,
+    };
+
+    resolver::is_rejected(range, allow_loopback).then_some(forbidden)
 }
 
-fn is_local_ipv4(ip: Ipv4Addr) -> bool {
-    let [first, second, ..] = ip.octets();
-    // 100.64.0.0/10 is carrier-grade NAT space, private to the operator.
-    let shared = first == 100 && (64..128).contains(&second);
-    ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local()
-        || ip.is_unspecified()
-        || ip.is_broadcast()
-        || shared
+fn literal_forbidden(address: IpAddr) -> Option<(DestinationForbidden, ForbiddenRange)> {
+    let range = resolver::classify_address(address)?;
+    Some((DestinationForbidden::Address { address, range }, range))
 }
 
-fn is_local_ipv6(ip: Ipv6Addr) -> bool {
-    if let Some(mapped) = ip.to_ipv4_mapped() {
-        return is_local_ipv4(mapped);
-    }
-    let first_segment = ip.segments()[0];
-    let unique_local = first_segment & 0xfe00 == 0xfc00;
-    let link_local = first_segment & 0xffc0 == 0xfe80;
-    ip.is_loopback() || ip.is_unspecified() || unique_local || link_local
-}
-
-/// Returns true if `ip` is a loopback, private, link-local, carrier-grade NAT,
-/// broadcast or unspecified address. `allow_loopback = false` rejects these.
+/// Returns true if `ip` is in a range that `allow_loopback = false` rejects:
+/// loopback, private, link-local, carrier-grade NAT, multicast, broadcast,
+/// unspecified or a cloud metadata address, also as an IPv4 address embedded
+/// in IPv6. [`resolver::classify_address`] names the range.
 pub fn is_local_address(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(ip) => is_local_ipv4(ip),
-        IpAddr::V6(ip) => is_local_ipv6(ip),
-    }
+    resolver::classify_address(ip).is_some()
 }
 
 #[cfg(test)]
@@ -360,6 +388,12 @@ mod tests {
             "http://[::1]/hook",
             "http://LOCALHOST./hook",
             "https://api.localhost/hook",
+            "http://10.0.0.5/hook",
+            "http://100.64.0.1/hook",
+            "http://0.0.0.0/hook",
+            "http://[fd00::1]/hook",
+            "http://[::ffff:127.0.0.1]/hook",
+            "http://[::ffff:192.168.0.1]/hook",
         ] {
             let err = parse_destination(url, "masked", false).unwrap_err();
             assert_eq!(err.kind(), FailureKind::InvalidRecipient, "{url}");
@@ -367,6 +401,30 @@ mod tests {
             assert_eq!(err.code(), Some("destination_forbidden"), "{url}");
 
             assert!(parse_destination(url, "masked", true).is_ok(), "{url}");
+        }
+    }
+
+    #[test]
+    fn destination_rejects_never_allowed_hosts() {
+        for url in [
+            "http://169.254.169.254/latest/meta-data/",
+            "http://169.254.1.1/hook",
+            "http://[fe80::1]/hook",
+            "http://[fd00:ec2::254]/latest/meta-data/",
+            "http://[::ffff:169.254.169.254]/hook",
+            "http://100.100.100.200/latest/meta-data/",
+            "http://224.0.0.1/hook",
+            "http://255.255.255.255/hook",
+            "http://metadata.google.internal/computeMetadata/v1/",
+            "http://METADATA/computeMetadata/v1/",
+        ] {
+            for allow_loopback in [false, true] {
+                let err = parse_destination(url, "masked", allow_loopback).unwrap_err();
+                assert_eq!(err.kind(), FailureKind::InvalidRecipient, "{url}");
+                assert!(!err.is_transient(), "{url}");
+                assert_eq!(err.code(), Some("destination_forbidden"), "{url}");
+                assert!(err.message().contains("never allowed"), "{err}");
+            }
         }
     }
 
@@ -384,12 +442,22 @@ mod tests {
 
         let err = parse_destination(url, &mask_url(url), false).unwrap_err();
 
-        assert!(
-            err.message().contains("http://10.0.0.5/***"),
-            "{}",
-            err.message()
+        assert_eq!(
+            err.message(),
+            "webhook URL http://10.0.0.5/*** is forbidden: 10.0.0.5 is a private address, \
+             allowed only with `channels.webhook.allow_loopback = true`"
         );
-        assert!(!err.message().contains("token"), "{}", err.message());
+    }
+
+    #[test]
+    fn destination_accepts_public_literals() {
+        for url in [
+            "http://93.184.216.34/hook",
+            "https://[2606:2800:220:1::1]/hook",
+            "https://[::ffff:93.184.216.34]/hook",
+        ] {
+            assert!(parse_destination(url, "masked", false).is_ok(), "{url}");
+        }
     }
 
     #[test]
