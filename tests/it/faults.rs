@@ -193,3 +193,30 @@ async fn dead_endpoint_is_left_alone_until_it_recovers() {
     assert!(broker.dead_letters_within(Duration::from_millis(300)).await.is_empty(), "nothing dead-lettered");
     service.shutdown(&broker).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_queue_is_declared_again_and_consumed() {
+    let broker = TestBroker::new().await;
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).expect(1).mount(&receiver).await;
+    let service = ServiceProcess::start(&broker, ServiceSettings::webhook(), &["webhook"]).await;
+    let queue = broker.channel_queue("webhook");
+
+    // Deleting a consumed queue makes the broker cancel its consumer.
+    let channel = broker.connection.create_channel().await.unwrap();
+    channel
+        .queue_delete(queue.as_str().into(), lapin::options::QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    wait_until("the service declared the queue again and consumes it", Duration::from_secs(20), async || {
+        broker.consumer_count(&queue).await == Some(1)
+    })
+    .await;
+
+    let message = DispatchMessage::render_completed_webhook(&format!("{}/hook", receiver.uri()));
+    broker.publish(&message.routing_key(), &message.body(), message.properties()).await;
+    broker.events_of_type("notification.delivered.v1", 1).await;
+    assert!(service.log().contains("cancelled the consumer"), "log:\n{}", service.log());
+    receiver.verify().await;
+    service.shutdown(&broker).await;
+}
