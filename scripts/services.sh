@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Starts RabbitMQ on 127.0.0.1:5672 and Redis on 127.0.0.1:6379 unless they
-# already run, installing them from Debian's packages when they are missing.
+# Starts RabbitMQ on 127.0.0.1:5672, Redis on 127.0.0.1:6379 and PostgreSQL
+# on 127.0.0.1:5432 unless they already run, installing them from Debian's
+# packages when they are missing.
 # Sourced by the other scripts.
 
 port_open() {
@@ -52,4 +53,38 @@ ensure_redis() {
   done
   echo "Redis did not start within 30 s; see /var/log/redis/notify.log" >&2
   return 1
+}
+
+# The store tests connect as postgres to the database `test` on
+# 127.0.0.1:5432 without a password, as the development machines allow.
+ensure_postgres() {
+  if ! port_open 5432; then
+    if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+      echo "PostgreSQL is not installed; installing postgresql from Debian's packages" >&2
+      as_root apt-get update -q
+      DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q postgresql
+    fi
+    echo "starting PostgreSQL" >&2
+    version=$(ls /etc/postgresql | sort -n | tail -n 1)
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start
+    for _ in $(seq 1 30); do
+      port_open 5432 && break
+      sleep 1
+    done
+  fi
+  if ! port_open 5432; then
+    echo "PostgreSQL did not start on 127.0.0.1:5432" >&2
+    return 1
+  fi
+  # A fresh installation asks for a password on TCP and has no `test`
+  # database; let local connections in and create it, as on the dev machines.
+  if ! psql "postgres://postgres@127.0.0.1:5432/postgres" -Atc "select 1" >/dev/null 2>&1; then
+    version=$(ls /etc/postgresql | sort -n | tail -n 1)
+    hba="/etc/postgresql/$version/main/pg_hba.conf"
+    echo "allowing password-less local connections in $hba" >&2
+    as_root sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main reload
+  fi
+  psql "postgres://postgres@127.0.0.1:5432/postgres" -Atc "select 1 from pg_database where datname = 'test'" | grep -q 1 \
+    || psql "postgres://postgres@127.0.0.1:5432/postgres" -c "create database test" >/dev/null
 }

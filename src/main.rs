@@ -144,6 +144,12 @@ async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
+    if config.fanout.enabled {
+        let stage = notify_fanout::Stage::open(notify_fanout::Settings::from_config(&config))
+            .await
+            .context("cannot start the fan-out stage")?;
+        tokio::spawn(stage.run(shutdown.clone()));
+    }
     service.run(shutdown).await.context("cannot start the admin listener (admin.listen)")?;
     Ok(())
 }

@@ -14,6 +14,7 @@ mod cli_topology;
 mod dead_letters;
 mod delivery;
 mod email;
+mod fanout;
 mod faults;
 mod instances;
 mod lifecycle;

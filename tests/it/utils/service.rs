@@ -27,6 +27,8 @@ pub struct ServiceSettings {
     pub idempotency_toml: String,
     pub breaker_failure_threshold: u32,
     pub breaker_cooldown_ms: u64,
+    /// TOML of the `[fanout]` section, when a test runs the fan-out stage.
+    pub fanout_toml: String,
 }
 
 impl ServiceSettings {
@@ -41,6 +43,7 @@ impl ServiceSettings {
             idempotency_toml: String::new(),
             breaker_failure_threshold: 5,
             breaker_cooldown_ms: 30_000,
+            fanout_toml: String::new(),
         }
     }
 
@@ -223,6 +226,8 @@ listen = "127.0.0.1:{admin_port}"
 
 {idempotency}
 
+{fanout}
+
 {channels}
 "#,
         prefix = broker.queue_prefix(),
@@ -237,6 +242,7 @@ listen = "127.0.0.1:{admin_port}"
         channels = settings.channels_toml,
         admin_port = settings.admin_port,
         idempotency = settings.idempotency_toml,
+        fanout = settings.fanout_toml,
         breaker_threshold = settings.breaker_failure_threshold,
         breaker_cooldown = settings.breaker_cooldown_ms,
     )
@@ -309,5 +315,20 @@ impl ServiceSettings {
              service_account_file = \"{}\"\nbase_url = \"{fcm_url}\"\ntoken_url = \"{fcm_url}/token\"\n",
             key.display()
         ))
+    }
+}
+
+impl ServiceSettings {
+    /// Runs the fan-out stage too, with the shipped routing rules, a fresh
+    /// SQLite database at `database` and the contacts API on `api_port`.
+    pub fn with_fanout(mut self, database: &std::path::Path, api_port: u16) -> ServiceSettings {
+        let routes = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/routes.toml");
+        self.fanout_toml = format!(
+            "[fanout]\nenabled = true\nroutes_file = \"{}\"\nqueue = \"notify.fanout.events\"\n\
+             database_url = \"sqlite://{}?mode=rwc\"\napi_listen = \"127.0.0.1:{api_port}\"\n",
+            routes.display(),
+            database.display()
+        );
+        self
     }
 }
