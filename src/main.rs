@@ -125,6 +125,9 @@ fn main() -> ExitCode {
         Command::Dlq { command } => runtime.block_on(commands::dlq::run(command)),
         Command::Topology { command } => runtime.block_on(commands::topology::run(command)),
     };
+    // Tasks still running (a listener, a watcher) are cancelled; a blocking
+    // task that does not end must not keep the process from exiting.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     match result {
         Ok(code) => code,
         Err(err) => {

@@ -109,6 +109,7 @@ impl Service {
             max_message_bytes: config.dispatcher.max_message_bytes,
             breaker_failure_threshold: config.dispatcher.breaker_failure_threshold,
             breaker_cooldown: Duration::from_millis(config.dispatcher.breaker_cooldown_ms),
+            claim_lease: Duration::from_secs(config.idempotency.claim_lease_secs),
         };
         let metrics = Arc::new(Metrics::new());
         let dispatcher = Dispatcher::new(registry, Arc::clone(&templates), topology, retry, idempotency, Arc::clone(&metrics), settings);

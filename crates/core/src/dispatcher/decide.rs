@@ -90,6 +90,12 @@ impl Dispatcher {
                 let delay = self.retry.tiers()[0];
                 return Decision::Defer { message, delay, reason: "another delivery of this notification is in progress" };
             }
+            // Sent moments ago: its delivery is still publishing the outcome
+            // events. Only a delivery that died leaves an old Sent record.
+            Ok(Some(DeliveryRecord::Sent { sent_at, .. })) if Utc::now() - sent_at < self.claim_lease => {
+                let delay = self.retry.tiers()[0];
+                return Decision::Defer { message, delay, reason: "another delivery of this notification is recording its outcome" };
+            }
             Ok(Some(record)) => {
                 self.metrics.idempotency_hit(queue_channel);
                 return Decision::Duplicate { message, record };
@@ -220,7 +226,7 @@ impl Dispatcher {
         self.record_endpoint_health(&endpoint, &sent);
         match sent {
             Ok(receipt) => {
-                let record = DeliveryRecord::Sent(receipt.clone());
+                let record = DeliveryRecord::Sent { receipt: receipt.clone(), sent_at: Utc::now() };
                 if let Err(err) = self.idempotency.put(notification.notification_id, notification.channel, record).await {
                     tracing::error!(error = %err, "cannot record the delivery; a redelivery of this message would send it again");
                 }

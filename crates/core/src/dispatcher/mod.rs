@@ -37,6 +37,8 @@ pub struct Dispatcher {
     pub(crate) idempotency: Arc<dyn IdempotencyStore>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) breakers: CircuitBreakers,
+    /// How long a claim, or a fresh `Sent` record, keeps other copies waiting.
+    pub(crate) claim_lease: chrono::TimeDelta,
     /// `producer` of published events.
     pub(crate) producer: String,
     pub(crate) default_max_retries: u32,
@@ -66,6 +68,7 @@ pub struct DispatcherSettings {
     pub max_message_bytes: usize,
     pub breaker_failure_threshold: u32,
     pub breaker_cooldown: std::time::Duration,
+    pub claim_lease: std::time::Duration,
 }
 
 impl Dispatcher {
@@ -86,6 +89,7 @@ impl Dispatcher {
             idempotency,
             metrics,
             breakers: CircuitBreakers::new(settings.breaker_failure_threshold, settings.breaker_cooldown),
+            claim_lease: chrono::TimeDelta::from_std(settings.claim_lease).unwrap_or(chrono::TimeDelta::MAX),
             producer: settings.producer,
             default_max_retries: settings.default_max_retries,
             max_message_bytes: settings.max_message_bytes,

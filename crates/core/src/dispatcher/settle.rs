@@ -46,7 +46,7 @@ impl Dispatcher {
     ) -> Result<(), PublishError> {
         let published = match decision {
             Decision::Delivered { message, receipt } => self.record_delivery(channel, &message, &receipt, publisher).await,
-            Decision::Duplicate { message, record: DeliveryRecord::Sent(receipt) } => {
+            Decision::Duplicate { message, record: DeliveryRecord::Sent { receipt, .. } } => {
                 debug!("already sent; publishing its outcome events");
                 self.record_delivery(channel, &message, &receipt, publisher).await
             }

@@ -14,6 +14,7 @@ pub mod memory;
 pub mod redis;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -27,8 +28,9 @@ pub use redis::RedisIdempotencyStore;
 pub enum DeliveryRecord {
     /// A delivery is in progress; its claim expires if its instance dies.
     Claimed,
-    /// The provider accepted it; its outcome events may not be published yet.
-    Sent(Receipt),
+    /// The provider accepted it at `sent_at`; its outcome events may not be
+    /// published yet.
+    Sent { receipt: Receipt, sent_at: DateTime<Utc> },
     /// Its outcome events are confirmed too: nothing is left to do.
     Completed,
 }

@@ -155,9 +155,10 @@ mod tests {
         let id = Uuid::new_v4();
         assert_eq!(store.claim(id, ChannelKind::Sms).await.unwrap(), None);
         let receipt = Receipt::new("twilio").with_message_id("SM1").with_detail("segments", 2);
-        store.put(id, ChannelKind::Sms, DeliveryRecord::Sent(receipt.clone())).await.unwrap();
+        let sent = DeliveryRecord::Sent { receipt, sent_at: chrono::Utc::now() };
+        store.put(id, ChannelKind::Sms, sent.clone()).await.unwrap();
         store.release(id, ChannelKind::Sms).await.unwrap();
-        assert_eq!(store.claim(id, ChannelKind::Sms).await.unwrap(), Some(DeliveryRecord::Sent(receipt)));
+        assert_eq!(store.claim(id, ChannelKind::Sms).await.unwrap(), Some(sent));
     }
 
     #[tokio::test]
