@@ -26,6 +26,10 @@ pub struct ChannelsConfig {
     pub telegram: TelegramConfig,
     #[serde(default)]
     pub webhook: WebhookConfig,
+    /// The benchmark's no-op plugin; compiled only with the `noop` feature.
+    #[cfg(feature = "noop")]
+    #[serde(default)]
+    pub noop: crate::noop::NoopConfig,
 }
 
 /// A channel that is enabled but cannot be set up.
@@ -63,6 +67,10 @@ impl ChannelsConfig {
         if self.webhook.enabled {
             kinds.push(ChannelKind::Webhook);
         }
+        #[cfg(feature = "noop")]
+        if self.noop.enabled && !kinds.contains(&self.noop.channel) {
+            kinds.push(self.noop.channel);
+        }
         kinds
     }
 }
@@ -85,6 +93,11 @@ pub fn build_registry(config: &ChannelsConfig) -> Result<ChannelRegistry, SetupE
     }
     if config.telegram.enabled {
         registry.register(Arc::new(TelegramChannel::new(&config.telegram)?));
+    }
+    // Registered last, so it replaces the plugin of the channel it serves.
+    #[cfg(feature = "noop")]
+    if config.noop.enabled {
+        registry.register(Arc::new(crate::noop::NoopChannel::new(&config.noop)));
     }
     if config.webhook.enabled {
         registry.register(Arc::new(WebhookChannel::new(&config.webhook)?));
