@@ -94,13 +94,13 @@ pub fn build_registry(config: &ChannelsConfig) -> Result<ChannelRegistry, SetupE
     if config.telegram.enabled {
         registry.register(Arc::new(TelegramChannel::new(&config.telegram)?));
     }
+    if config.webhook.enabled {
+        registry.register(Arc::new(WebhookChannel::new(&config.webhook)?));
+    }
     // Registered last, so it replaces the plugin of the channel it serves.
     #[cfg(feature = "noop")]
     if config.noop.enabled {
         registry.register(Arc::new(crate::noop::NoopChannel::new(&config.noop)));
-    }
-    if config.webhook.enabled {
-        registry.register(Arc::new(WebhookChannel::new(&config.webhook)?));
     }
     Ok(registry)
 }
