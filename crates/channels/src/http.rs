@@ -43,3 +43,21 @@ pub(crate) fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     }
     cause.to_string()
 }
+
+/// Collapses `text` to one line of at most `max_chars` characters: runs of
+/// whitespace and control characters become one space, and a cut text ends
+/// with `…`. Used for provider responses quoted in errors.
+pub(crate) fn one_line(text: &str, max_chars: usize) -> String {
+    let words: Vec<&str> = text
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|word| !word.is_empty())
+        .collect();
+    let line = words.join(" ");
+
+    if line.chars().count() <= max_chars {
+        return line;
+    }
+    let mut shortened: String = line.chars().take(max_chars.saturating_sub(1)).collect();
+    shortened.push('…');
+    shortened
+}

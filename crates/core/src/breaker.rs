@@ -71,7 +71,7 @@ impl CircuitBreakers {
         }
     }
 
-    /// Records that the endpoint answered (a success or a permanent refusal).
+    /// Records that the endpoint responded (a success or a permanent rejection).
     pub fn record_answer(&self, endpoint: &str) {
         if self.threshold == 0 {
             return;
@@ -126,7 +126,7 @@ pub fn endpoint_of(notification: &Notification) -> String {
     }
 }
 
-/// The channel an endpoint key belongs to.
+/// Returns the channel an endpoint key belongs to.
 pub fn channel_of(endpoint: &str) -> Option<ChannelKind> {
     endpoint.split(':').next().and_then(|name| name.parse().ok())
 }
@@ -150,7 +150,7 @@ mod tests {
     }
 
     #[test]
-    fn an_answer_resets_the_count() {
+    fn response_resets_failure_count() {
         let breakers = CircuitBreakers::new(2, COOLDOWN);
         let now = Instant::now();
         breakers.record_failure("sms", now);

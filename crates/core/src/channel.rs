@@ -121,7 +121,7 @@ impl Receipt {
 /// it in a [`ChannelRegistry`]; the dispatcher owns retries, events and acks.
 #[async_trait]
 pub trait Channel: Send + Sync + 'static {
-    /// The channel this plugin serves.
+    /// Returns the channel this plugin serves.
     fn kind(&self) -> ChannelKind;
 
     /// Sends one notification.
@@ -129,7 +129,7 @@ pub trait Channel: Send + Sync + 'static {
     /// # Errors
     ///
     /// Returns a [`DeliveryError`] that says whether retrying can help and,
-    /// when the provider said so, how long to wait first.
+    /// when the provider gave a delay, how long to wait first.
     async fn send(&self, notification: &Notification) -> Result<Receipt, DeliveryError>;
 }
 
@@ -154,7 +154,7 @@ impl ChannelRegistry {
         self.channels.get(&kind)
     }
 
-    /// The registered channels, in a stable order.
+    /// Returns the registered channels, in a stable order.
     pub fn kinds(&self) -> Vec<ChannelKind> {
         let mut kinds: Vec<ChannelKind> = self.channels.keys().copied().collect();
         kinds.sort();

@@ -69,11 +69,11 @@ pub struct BrokerConfig {
     /// AMQP URI; may carry credentials, so it is never logged.
     pub url: String,
     pub connect_timeout_secs: u64,
-    /// Longest wait for a publisher confirm, in seconds.
+    /// Maximum wait for a publisher confirm, in seconds.
     pub confirm_timeout_secs: u64,
     /// First wait before reconnecting after the broker is lost, in milliseconds.
     pub reconnect_initial_ms: u64,
-    /// Longest wait between reconnection attempts, in milliseconds.
+    /// Maximum wait between reconnection attempts, in milliseconds.
     pub reconnect_max_ms: u64,
     pub exchanges: ExchangeNames,
     /// Prepended to every queue name the service declares; empty in production.
@@ -163,7 +163,7 @@ pub struct DispatcherConfig {
     /// Consecutive transient failures of one endpoint that open its circuit
     /// breaker; 0 disables the breakers.
     pub breaker_failure_threshold: u32,
-    /// How long an open breaker holds messages back before one probe, in milliseconds.
+    /// How long an open breaker keeps messages back before one probe, in milliseconds.
     pub breaker_cooldown_ms: u64,
 }
 
@@ -193,7 +193,7 @@ impl Default for TemplatesConfig {
     }
 }
 
-/// Where delivery records live.
+/// Storage of delivery records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IdempotencyBackend {
@@ -247,7 +247,7 @@ impl Default for AdminConfig {
 }
 
 impl AdminConfig {
-    /// The listen address, or `None` when the listener is disabled.
+    /// Returns the listen address, or `None` when the listener is disabled.
     pub fn address(&self) -> Option<std::net::SocketAddr> {
         self.listen.parse().ok()
     }

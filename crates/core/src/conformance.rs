@@ -33,7 +33,7 @@ use crate::recipient::{ChatId, PushPlatform, Recipient};
 /// The retry-after the kit asks a provider stand-in to send, in seconds.
 pub const RETRY_AFTER_SECS: u64 = 7;
 
-/// How the provider stand-in answers every request.
+/// The response of the provider stand-in to every request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
     /// The provider accepts the message.
@@ -44,7 +44,7 @@ pub enum Scenario {
     RateLimited(Duration),
     /// The provider refuses the message for good (invalid request, unknown recipient).
     Rejected,
-    /// The provider's answer cannot be parsed (truncated or garbage body).
+    /// The provider's response cannot be parsed (truncated or garbage body).
     Malformed,
 }
 
@@ -55,7 +55,7 @@ pub struct Setup {
     pub guard: Box<dyn Any + Send>,
 }
 
-/// What a plugin's tests provide to run the kit.
+/// The parts a plugin's tests provide to run the kit.
 #[async_trait]
 pub trait ConformanceHarness: Send + Sync {
     /// Builds the plugin against a provider stand-in answering as `scenario` says.
@@ -134,7 +134,7 @@ async fn check_accept<H: ConformanceHarness>(harness: &H, notification: &Notific
     }
 }
 
-/// What a check expects of a send.
+/// The expected result of a send.
 #[derive(Debug, Clone, Copy)]
 enum Expect {
     /// A transient error, with at least this retry-after in seconds when set.

@@ -10,7 +10,7 @@ use crate::channel::ChannelKind;
 /// Event type of every message on the `notify.channel.*` queues.
 pub const DISPATCH_EVENT_TYPE: &str = "notification.created.v1";
 
-/// Longest template name accepted; names also appear in file paths.
+/// Maximum template name length accepted; names also appear in file paths.
 const MAX_TEMPLATE_NAME_LEN: usize = 64;
 
 /// The JSON object around every message body, in and out.
@@ -62,7 +62,7 @@ pub enum EnvelopeError {
     Field(String),
 }
 
-/// What could be read of a dispatch message body, as far as it goes.
+/// The readable part of a dispatch message body.
 #[derive(Debug)]
 pub enum ParsedBody {
     /// Envelope and request are valid.
@@ -139,7 +139,7 @@ impl DispatchRequest {
         Ok(())
     }
 
-    /// The channel the request names, if it is one the service knows.
+    /// Returns the channel the request names, if the service supports it.
     pub fn channel_kind(&self) -> Option<ChannelKind> {
         self.channel.parse().ok()
     }

@@ -32,11 +32,11 @@ pub enum FailureKind {
     /// The service lacks configuration it needs for this message (a signing
     /// secret, credentials); fix the configuration and replay the dead letter.
     Configuration,
-    /// The provider is unreachable, overloaded or answered with a server error.
+    /// The provider is unreachable, overloaded or responded with a server error.
     Unavailable,
     /// The provider asked us to slow down.
     RateLimited,
-    /// The provider did not answer in time.
+    /// The provider did not respond in time.
     Timeout,
     /// Every allowed attempt failed with a transient error.
     RetriesExhausted,
@@ -94,7 +94,7 @@ pub struct DeliveryError {
 }
 
 impl DeliveryError {
-    /// A failure that may succeed on a later attempt.
+    /// Creates a failure that may succeed on a later attempt.
     pub fn transient(kind: FailureKind, message: impl Into<String>) -> Self {
         DeliveryError::new(Retryability::Transient { retry_after: None }, kind, message)
     }

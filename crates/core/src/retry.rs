@@ -53,7 +53,7 @@ pub struct RetryConfigError {
     pub reason: String,
 }
 
-/// Where and for how long a retried message waits.
+/// The wait of a retried message: its own expiration and its tier queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryDelay {
     /// The message's own expiration.
@@ -107,12 +107,12 @@ impl RetryPolicy {
         })
     }
 
-    /// The tier queue TTLs, ascending.
+    /// Returns the tier queue TTLs, ascending.
     pub fn tiers(&self) -> &[Duration] {
         &self.tiers
     }
 
-    /// The wait before retry number `retry` (1 for the first retry), never
+    /// Computes the wait before retry number `retry` (1 for the first retry), never
     /// shorter than the provider's `retry_after`.
     ///
     /// A wait longer than the longest tier is cut to that tier.
@@ -131,8 +131,8 @@ impl RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Where a message waits `delay`: the smallest tier that holds it, or
-    /// the longest tier when none does.
+    /// Chooses where a message waits `delay`: the smallest tier at least that
+    /// long, or the longest tier when none is.
     pub fn tier_for(&self, delay: Duration) -> RetryDelay {
         let longest = self.tiers[self.tiers.len() - 1];
         let delay = delay.clamp(Duration::from_millis(1), longest);
@@ -141,7 +141,7 @@ impl RetryPolicy {
     }
 }
 
-/// A tier's name in its queue name: `500ms`, `30s`, `2m`, `1h`.
+/// Formats a tier for its queue name: `500ms`, `30s`, `2m`, `1h`.
 pub fn tier_label(tier: Duration) -> String {
     let ms = tier.as_millis();
     if ms.is_multiple_of(3_600_000) {
@@ -189,7 +189,8 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for _ in 0..200 {
             let delay = policy.delay_for(2, None, &mut rng);
-            assert!(delay.delay >= Duration::from_secs(24) && delay.delay <= Duration::from_secs(36), "{delay:?}");
+            assert!(delay.delay >= Duration::from_secs(24), "{delay:?}");
+            assert!(delay.delay <= Duration::from_secs(36), "{delay:?}");
             assert!(delay.tier >= delay.delay);
             seen.insert(delay.delay.as_millis());
         }

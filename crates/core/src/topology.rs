@@ -47,12 +47,12 @@ impl Topology {
         &self.channels
     }
 
-    /// The queue a channel's dispatch messages arrive on.
+    /// Returns the queue a channel's dispatch messages arrive on.
     pub fn channel_queue(&self, channel: ChannelKind) -> String {
         format!("{}{}", self.broker.queue_prefix, channel.routing_key())
     }
 
-    /// The delay queue holding a channel's retries for `tier`.
+    /// Returns the delay queue of a channel's retries for `tier`.
     pub fn retry_queue(&self, channel: ChannelKind, tier: Duration) -> String {
         format!("{}.retry.{}", self.channel_queue(channel), tier_label(tier))
     }
@@ -119,7 +119,7 @@ impl Topology {
     }
 
     async fn declare_retry_queue(&self, channel: &Channel, kind: ChannelKind, tier: Duration) -> Result<(), lapin::Error> {
-        // Nobody consumes a retry queue: a message waits out its TTL, then the
+        // No consumer reads a retry queue: a message waits out its TTL, then the
         // broker dead-letters it to the notify exchange under the channel's
         // routing key, which puts it back on the channel queue.
         let mut arguments = FieldTable::default();

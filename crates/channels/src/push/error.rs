@@ -133,18 +133,7 @@ pub(super) fn excerpt(text: &str, device_token: &str, masked_token: &str) -> Str
     } else {
         text.replace(device_token, masked_token)
     };
-    let line = text
-        .split(|c: char| c.is_whitespace() || c.is_control())
-        .filter(|word| !word.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ");
-
-    if line.chars().count() <= EXCERPT_CHARS {
-        return line;
-    }
-    let mut short: String = line.chars().take(EXCERPT_CHARS - 1).collect();
-    short.push('…');
-    short
+    crate::http::one_line(&text, EXCERPT_CHARS)
 }
 
 /// Returns `value` if it is a plausible provider error code: ASCII letters,

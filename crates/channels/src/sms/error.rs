@@ -125,18 +125,7 @@ pub(super) fn retry_after_of(headers: &HeaderMap) -> Option<Duration> {
 /// Returns `text` as one line of at most [`EXCERPT_CHARS`] characters, with
 /// runs of whitespace and control characters collapsed to one space.
 pub(super) fn excerpt(text: &str) -> String {
-    let words: Vec<&str> = text
-        .split(|c: char| c.is_whitespace() || c.is_control())
-        .filter(|word| !word.is_empty())
-        .collect();
-    let line = words.join(" ");
-
-    if line.chars().count() <= EXCERPT_CHARS {
-        return line;
-    }
-    let mut shortened: String = line.chars().take(EXCERPT_CHARS - 1).collect();
-    shortened.push('…');
-    shortened
+    crate::http::one_line(text, EXCERPT_CHARS)
 }
 
 /// Builds a transient error and attaches the provider's retry-after, if any.

@@ -346,28 +346,13 @@ pub(super) fn classify_malformed_success(
 /// Returns the innermost error of the chain, which names the cause
 /// (`Connection refused`, a DNS failure) without reqwest's wrapping.
 fn root_cause(error: &reqwest::Error) -> String {
-    let mut cause: &dyn std::error::Error = error;
-    while let Some(source) = cause.source() {
-        cause = source;
-    }
-    cause.to_string()
+    crate::http::root_cause(error)
 }
 
 /// Returns the start of a response body as one line of at most
 /// [`EXCERPT_CHARS`] characters, with whitespace runs collapsed.
 pub(super) fn body_excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let line = text
-        .split(|c: char| c.is_whitespace() || c.is_control())
-        .filter(|word| !word.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ");
-    if line.chars().count() <= EXCERPT_CHARS {
-        return line;
-    }
-    let mut excerpt: String = line.chars().take(EXCERPT_CHARS - 1).collect();
-    excerpt.push('…');
-    excerpt
+    crate::http::one_line(&String::from_utf8_lossy(body), EXCERPT_CHARS)
 }
 
 #[cfg(test)]

@@ -217,11 +217,7 @@ fn find_destination_forbidden(error: &reqwest::Error) -> Option<&DestinationForb
 /// Returns the innermost error of the chain, which names the cause
 /// (`Connection refused`, a DNS failure) without reqwest's wrapping.
 fn root_cause(error: &reqwest::Error) -> String {
-    let mut cause: &dyn std::error::Error = error;
-    while let Some(source) = cause.source() {
-        cause = source;
-    }
-    cause.to_string()
+    crate::http::root_cause(error)
 }
 
 /// Parses a `Retry-After` value, which is either delay seconds or an
@@ -258,19 +254,7 @@ fn parse_http_date(value: &str) -> Option<DateTime<Utc>> {
 /// [`BODY_EXCERPT_CHARS`] characters, with runs of whitespace and control
 /// characters collapsed to one space.
 fn body_excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let words: Vec<&str> = text
-        .split(|c: char| c.is_whitespace() || c.is_control())
-        .filter(|word| !word.is_empty())
-        .collect();
-    let line = words.join(" ");
-
-    if line.chars().count() <= BODY_EXCERPT_CHARS {
-        return line;
-    }
-    let mut excerpt: String = line.chars().take(BODY_EXCERPT_CHARS - 1).collect();
-    excerpt.push('…');
-    excerpt
+    crate::http::one_line(&String::from_utf8_lossy(body), BODY_EXCERPT_CHARS)
 }
 
 #[cfg(test)]

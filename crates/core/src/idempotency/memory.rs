@@ -36,13 +36,13 @@ impl MemoryIdempotencyStore {
         }
     }
 
-    /// Sets how long a claim holds before another delivery may take it.
+    /// Sets how long a claim lasts before another delivery may take it.
     pub fn with_claim_lease(mut self, lease: Duration) -> Self {
         self.claim_lease = lease;
         self
     }
 
-    /// The record of a delivery, unless it is unknown or expired.
+    /// Returns the record of a delivery, unless it is unknown or expired.
     pub fn get(&self, notification_id: Uuid, channel: ChannelKind) -> Option<DeliveryRecord> {
         let entries = self.lock();
         let (record, written) = entries.records.get(&(notification_id, channel))?;

@@ -35,7 +35,7 @@ pub enum DeliveryRecord {
     Completed,
 }
 
-/// The shared store did not answer.
+/// Failure to reach the shared store.
 #[derive(Debug, thiserror::Error)]
 #[error("idempotency store unavailable: {0}")]
 pub struct StoreError(pub String);

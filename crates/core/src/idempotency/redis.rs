@@ -15,10 +15,10 @@ use uuid::Uuid;
 use super::{DeliveryRecord, IdempotencyStore, StoreError};
 use crate::channel::ChannelKind;
 
-/// Longest wait for one Redis command.
+/// Maximum wait for one Redis command.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Value of a key while a delivery holds its claim.
+/// Value of a key while a delivery has its claim.
 const CLAIMED: &str = "claimed";
 
 /// Deletes the key only while it still holds a claim, so a release never
@@ -68,7 +68,7 @@ impl RedisIdempotencyStore {
         let mut connection = self.connection().await?;
         tokio::time::timeout(COMMAND_TIMEOUT, command.query_async(&mut connection))
             .await
-            .map_err(|_| StoreError(format!("Redis did not answer within {COMMAND_TIMEOUT:?}")))?
+            .map_err(|_| StoreError(format!("no response from Redis within {COMMAND_TIMEOUT:?}")))?
             .map_err(|err| StoreError(err.to_string()))
     }
 }
@@ -122,7 +122,7 @@ impl IdempotencyStore for RedisIdempotencyStore {
         invocation.arg(CLAIMED);
         tokio::time::timeout(COMMAND_TIMEOUT, invocation.invoke_async::<i64>(&mut connection))
             .await
-            .map_err(|_| StoreError(format!("Redis did not answer within {COMMAND_TIMEOUT:?}")))?
+            .map_err(|_| StoreError(format!("no response from Redis within {COMMAND_TIMEOUT:?}")))?
             .map_err(|err| StoreError(err.to_string()))?;
         Ok(())
     }
@@ -133,7 +133,7 @@ mod tests {
     use super::*;
     use crate::channel::Receipt;
 
-    /// A store on the local Redis under a key prefix of its own.
+    /// Opens a store on the local Redis under a key prefix of its own.
     fn store() -> RedisIdempotencyStore {
         let prefix = format!("notify-test:{}:", Uuid::new_v4());
         RedisIdempotencyStore::new("redis://127.0.0.1:6379", &prefix, Duration::from_secs(30), Duration::from_secs(60)).unwrap()
