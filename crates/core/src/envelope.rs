@@ -78,8 +78,21 @@ pub enum ParsedBody {
     Unreadable(EnvelopeError),
 }
 
-/// Parses a dispatch message body step by step, keeping whatever is valid.
+/// Parses a dispatch message body, keeping whatever is valid.
+///
+/// A valid body is read once, straight into typed structs. Only a body that
+/// fails that is read again step by step, to tell which part is wrong and to
+/// keep the ids a failed event needs.
 pub fn parse_dispatch(body: &[u8]) -> ParsedBody {
+    if let Ok(envelope) = serde_json::from_slice::<Envelope<DispatchRequest>>(body) {
+        if envelope.data.validate().is_ok() {
+            return ParsedBody::Valid(envelope);
+        }
+    }
+    parse_dispatch_in_steps(body)
+}
+
+fn parse_dispatch_in_steps(body: &[u8]) -> ParsedBody {
     let value: serde_json::Value = match serde_json::from_slice(body) {
         Ok(value) => value,
         Err(err) => return ParsedBody::Unreadable(EnvelopeError::Json(err)),
@@ -253,6 +266,39 @@ mod tests {
         for bad in ["", "e", "english", "de_DE", "de-", "../en"] {
             assert!(!is_valid_locale(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn one_pass_and_step_by_step_parses_agree() {
+        let mut bodies = vec![envelope(request())];
+        let mut minimal = request();
+        for optional in ["locale", "variables", "expires_at"] {
+            minimal.as_object_mut().unwrap().remove(optional);
+        }
+        bodies.push(envelope(minimal));
+        let mut unknown_fields = request();
+        unknown_fields["priority"] = json!("high");
+        bodies.push(envelope(unknown_fields));
+        for body in bodies {
+            let (ParsedBody::Valid(fast), ParsedBody::Valid(slow)) = (parse_dispatch(&body), parse_dispatch_in_steps(&body)) else {
+                panic!("both parses must accept {}", String::from_utf8_lossy(&body));
+            };
+            assert_eq!(fast, slow);
+        }
+    }
+
+    #[test]
+    fn a_body_the_one_pass_parse_refuses_is_still_diagnosed() {
+        // serde refuses the repeated field in one pass; step by step, the
+        // last value wins, as in the JSON object model the catalog uses.
+        let body = envelope(request());
+        let text = String::from_utf8(body).unwrap();
+        let repeated = text.replacen("\"channel\":\"email\"", "\"channel\":\"sms\",\"channel\":\"email\"", 1);
+        assert!(serde_json::from_str::<Envelope<DispatchRequest>>(&repeated).is_err());
+        let ParsedBody::Valid(envelope) = parse_dispatch(repeated.as_bytes()) else {
+            panic!("a repeated field must not make a valid body unreadable");
+        };
+        assert_eq!(envelope.data.channel, "email");
     }
 
     #[test]
