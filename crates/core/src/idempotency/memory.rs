@@ -5,25 +5,75 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{DeliveryRecord, IdempotencyStore, StoreError};
-use crate::channel::ChannelKind;
+use crate::channel::{ChannelKind, Receipt};
 
 /// Remembers deliveries of this process for a bounded time and count.
 #[derive(Debug)]
 pub struct MemoryIdempotencyStore {
     inner: Mutex<Entries>,
     max_entries: usize,
-    ttl: Duration,
-    claim_lease: Duration,
+    ttl: Millis,
+    claim_lease: Millis,
+    /// The zero of every [`Millis`] in the store.
+    epoch: Instant,
 }
+
+/// Milliseconds since the store's epoch: half the size of an `Instant`.
+type Millis = u64;
+
+type Key = (Uuid, ChannelKind);
 
 #[derive(Debug, Default)]
 struct Entries {
-    records: HashMap<(Uuid, ChannelKind), (DeliveryRecord, Instant)>,
-    /// Insertion order, for evicting the oldest first.
-    order: VecDeque<((Uuid, ChannelKind), Instant)>,
+    records: HashMap<Key, Slot>,
+    /// Keys in the order they were first written, for evicting the oldest
+    /// first. A key is queued once, however often it is rewritten.
+    order: VecDeque<(Key, Millis)>,
+}
+
+/// One record, kept small: a store holds up to `max_entries` of them.
+#[derive(Debug)]
+struct Slot {
+    state: State,
+    /// When the key was queued in `order`; tells its live entry from stale ones.
+    queued: Millis,
+    written: Millis,
+}
+
+/// [`DeliveryRecord`] with the rare, large receipt boxed.
+#[derive(Debug)]
+enum State {
+    Claimed,
+    Sent(Box<(Receipt, DateTime<Utc>)>),
+    Completed,
+}
+
+impl From<DeliveryRecord> for State {
+    fn from(record: DeliveryRecord) -> State {
+        match record {
+            DeliveryRecord::Claimed => State::Claimed,
+            DeliveryRecord::Sent { receipt, sent_at } => State::Sent(Box::new((receipt, sent_at))),
+            DeliveryRecord::Completed => State::Completed,
+        }
+    }
+}
+
+impl State {
+    fn record(&self) -> DeliveryRecord {
+        match self {
+            State::Claimed => DeliveryRecord::Claimed,
+            State::Sent(sent) => DeliveryRecord::Sent { receipt: sent.0.clone(), sent_at: sent.1 },
+            State::Completed => DeliveryRecord::Completed,
+        }
+    }
+}
+
+fn millis(duration: Duration) -> Millis {
+    Millis::try_from(duration.as_millis()).unwrap_or(Millis::MAX)
 }
 
 impl MemoryIdempotencyStore {
@@ -31,48 +81,56 @@ impl MemoryIdempotencyStore {
         MemoryIdempotencyStore {
             inner: Mutex::new(Entries::default()),
             max_entries: max_entries.max(1),
-            ttl,
-            claim_lease: Duration::from_secs(300),
+            ttl: millis(ttl),
+            claim_lease: millis(Duration::from_secs(300)),
+            epoch: Instant::now(),
         }
     }
 
     /// Sets how long a claim lasts before another delivery may take it.
     pub fn with_claim_lease(mut self, lease: Duration) -> Self {
-        self.claim_lease = lease;
+        self.claim_lease = millis(lease);
         self
+    }
+
+    fn now(&self) -> Millis {
+        millis(self.epoch.elapsed())
     }
 
     /// Returns the record of a delivery, unless it is unknown or expired.
     pub fn get(&self, notification_id: Uuid, channel: ChannelKind) -> Option<DeliveryRecord> {
+        let now = self.now();
         let entries = self.lock();
-        let (record, written) = entries.records.get(&(notification_id, channel))?;
-        (written.elapsed() < self.ttl).then(|| record.clone())
+        let slot = entries.records.get(&(notification_id, channel))?;
+        (now.saturating_sub(slot.written) < self.ttl).then(|| slot.state.record())
     }
 
     /// Writes or replaces the record of a delivery.
     pub fn put(&self, notification_id: Uuid, channel: ChannelKind, record: DeliveryRecord) {
-        let now = Instant::now();
-        let key = (notification_id, channel);
+        self.put_at(notification_id, channel, record, self.now());
+    }
+
+    fn put_at(&self, notification_id: Uuid, channel: ChannelKind, record: DeliveryRecord, now: Millis) {
         let mut entries = self.lock();
-        entries.records.insert(key, (record, now));
-        entries.order.push_back((key, now));
+        entries.write((notification_id, channel), record.into(), now);
         self.evict(&mut entries, now);
     }
 
     /// Claims the delivery unless a live record exists; see [`IdempotencyStore::claim`].
     pub fn claim_now(&self, notification_id: Uuid, channel: ChannelKind) -> Option<DeliveryRecord> {
-        let now = Instant::now();
+        self.claim_at(notification_id, channel, self.now())
+    }
+
+    fn claim_at(&self, notification_id: Uuid, channel: ChannelKind, now: Millis) -> Option<DeliveryRecord> {
         let key = (notification_id, channel);
         let mut entries = self.lock();
-        if let Some((record, written)) = entries.records.get(&key) {
-            let age = now.duration_since(*written);
-            let lifetime = if *record == DeliveryRecord::Claimed { self.claim_lease } else { self.ttl };
-            if age < lifetime {
-                return Some(record.clone());
+        if let Some(slot) = entries.records.get(&key) {
+            let lifetime = if matches!(slot.state, State::Claimed) { self.claim_lease } else { self.ttl };
+            if now.saturating_sub(slot.written) < lifetime {
+                return Some(slot.state.record());
             }
         }
-        entries.records.insert(key, (DeliveryRecord::Claimed, now));
-        entries.order.push_back((key, now));
+        entries.write(key, State::Claimed, now);
         self.evict(&mut entries, now);
         None
     }
@@ -80,35 +138,36 @@ impl MemoryIdempotencyStore {
     /// Removes a claim; records past `Claimed` stay.
     pub fn release_now(&self, notification_id: Uuid, channel: ChannelKind) {
         let mut entries = self.lock();
-        if matches!(entries.records.get(&(notification_id, channel)), Some((DeliveryRecord::Claimed, _))) {
-            entries.records.remove(&(notification_id, channel));
+        let key = (notification_id, channel);
+        if entries.records.get(&key).is_some_and(|slot| matches!(slot.state, State::Claimed)) {
+            entries.records.remove(&key);
         }
     }
 
-    fn evict(&self, entries: &mut Entries, now: Instant) {
-        while let Some(&(key, written)) = entries.order.front() {
-            let expired = now.duration_since(written) >= self.ttl;
+    fn evict(&self, entries: &mut Entries, now: Millis) {
+        while let Some(&(key, queued)) = entries.order.front() {
             let over = entries.records.len() > self.max_entries;
-            if !expired && !over {
+            if !over && now.saturating_sub(queued) < self.ttl {
                 break;
             }
             entries.order.pop_front();
-            // A key written again later has a newer order entry; keep it.
-            if entries.records.get(&key).is_some_and(|(_, at)| *at == written) {
-                entries.records.remove(&key);
+            let Some(slot) = entries.records.get_mut(&key) else { continue };
+            if slot.queued != queued {
+                continue; // a stale entry: the key was removed and written again
             }
+            if !over && now.saturating_sub(slot.written) < self.ttl {
+                // Rewritten since it was queued: it lives on from that write.
+                slot.queued = slot.written;
+                entries.order.push_back((key, slot.written));
+                continue;
+            }
+            entries.records.remove(&key);
         }
-        // Rewrites of one key leave stale order entries behind; drop them
-        // when they outnumber live records, so the queue stays bounded.
+        // Released claims leave stale entries behind; drop them when they
+        // outnumber live records, so the queue stays bounded.
         if entries.order.len() > 2 * entries.records.len() + 16 {
             let records = &entries.records;
-            let kept: VecDeque<_> = entries
-                .order
-                .iter()
-                .copied()
-                .filter(|(key, at)| records.get(key).is_some_and(|(_, written)| written == at))
-                .collect();
-            entries.order = kept;
+            entries.order.retain(|(key, queued)| records.get(key).is_some_and(|slot| slot.queued == *queued));
         }
     }
 
@@ -125,6 +184,21 @@ impl MemoryIdempotencyStore {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl Entries {
+    fn write(&mut self, key: Key, state: State, now: Millis) {
+        match self.records.get_mut(&key) {
+            Some(slot) => {
+                slot.state = state;
+                slot.written = now;
+            }
+            None => {
+                self.records.insert(key, Slot { state, queued: now, written: now });
+                self.order.push_back((key, now));
+            }
+        }
     }
 }
 
@@ -206,6 +280,49 @@ mod tests {
         assert_eq!(store.get(id, ChannelKind::Email), None);
     }
 
+    fn live_at(store: &MemoryIdempotencyStore, id: Uuid, now: Millis) -> bool {
+        let mut entries = store.lock();
+        store.evict(&mut entries, now);
+        entries.records.contains_key(&(id, ChannelKind::Email))
+    }
+
+    #[test]
+    fn a_rewritten_record_lives_a_full_ttl_from_its_last_write() {
+        let store = MemoryIdempotencyStore::new(10, Duration::from_secs(60));
+        let id = Uuid::new_v4();
+        assert_eq!(store.claim_at(id, ChannelKind::Email, 0), None);
+        store.put_at(id, ChannelKind::Email, DeliveryRecord::Completed, 50_000);
+        assert!(live_at(&store, id, 100_000), "written at 50 s, so kept until 110 s");
+        assert!(!live_at(&store, id, 110_000));
+    }
+
+    #[test]
+    fn a_stale_queue_entry_does_not_evict_a_newer_claim() {
+        let store = MemoryIdempotencyStore::new(10, Duration::from_secs(60));
+        let id = Uuid::new_v4();
+        assert_eq!(store.claim_at(id, ChannelKind::Email, 0), None);
+        store.release_now(id, ChannelKind::Email);
+        assert_eq!(store.claim_at(id, ChannelKind::Email, 30_000), None);
+        assert!(live_at(&store, id, 61_000), "the entry queued at 0 s belongs to the released claim");
+        assert!(!live_at(&store, id, 90_000));
+    }
+
+    #[test]
+    fn sent_records_keep_their_receipt() {
+        let store = MemoryIdempotencyStore::new(10, Duration::from_secs(60));
+        let id = Uuid::new_v4();
+        let record = DeliveryRecord::Sent { receipt: Receipt::new("smtp").with_message_id("m1"), sent_at: Utc::now() };
+        store.put(id, ChannelKind::Email, record.clone());
+        assert_eq!(store.claim_now(id, ChannelKind::Email), Some(record));
+    }
+
+    #[test]
+    fn a_slot_is_small() {
+        // The store holds up to `max_entries` slots; a receipt inline would
+        // make every one of them as large as the rare `Sent` record.
+        assert!(std::mem::size_of::<Slot>() <= 32, "{}", std::mem::size_of::<Slot>());
+    }
+
     #[test]
     fn rewriting_a_key_keeps_order_queue_bounded() {
         let store = MemoryIdempotencyStore::new(10, Duration::from_secs(60));
@@ -214,7 +331,6 @@ mod tests {
             store.put(id, ChannelKind::Email, DeliveryRecord::Completed);
         }
         assert_eq!(store.len(), 1);
-        // One live record allows at most 2 * 1 + 16 order entries, plus the newest.
-        assert!(store.lock().order.len() <= 19);
+        assert_eq!(store.lock().order.len(), 1, "a key is queued once however often it is written");
     }
 }
