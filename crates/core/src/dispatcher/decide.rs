@@ -323,7 +323,7 @@ fn named_partial(
     }
 }
 
-fn webhook_url(recipient: &serde_json::Value) -> Option<String> {
+pub(super) fn webhook_url(recipient: &serde_json::Value) -> Option<String> {
     recipient.get("url").and_then(serde_json::Value::as_str).map(crate::recipient::mask_url)
 }
 

@@ -15,7 +15,7 @@ use crate::headers::{self, text};
 use crate::idempotency::DeliveryRecord;
 use crate::publisher::{PublishError, Publisher};
 
-use super::decide::{Accepted, Decision, Named};
+use super::decide::{webhook_url, Accepted, Decision, Named};
 use super::Dispatcher;
 
 /// Headers the broker adds when it dead-letters; dropped on retry so they
@@ -103,20 +103,13 @@ impl Dispatcher {
             template: Some(&request.template),
             attempts: message.attempt(),
         };
-        let event = events::outcome_event(
-            &message.envelope,
-            events::DELIVERED,
-            &self.producer,
-            request.notification_id,
-            events::delivered_data(&subject, receipt),
-        );
+        let data = events::delivered_data(&subject, receipt);
+        let event = events::outcome_event(&message.envelope, events::DELIVERED, &self.producer, request.notification_id, &data);
         publisher.publish_event(self.topology.events_exchange(), &event).await?;
 
         if channel == ChannelKind::Webhook {
-            let mut data = events::delivered_data(&subject, receipt);
-            if let Some(url) = message.named(channel).webhook_url {
-                data["url"] = url.into();
-            }
+            let url = webhook_url(&request.recipient);
+            let data = data.with_url(url.as_deref());
             let event = events::outcome_event(&message.envelope, events::WEBHOOK_FIRED, &self.producer, request.notification_id, data);
             publisher.publish_event(self.topology.events_exchange(), &event).await?;
         }
@@ -225,14 +218,11 @@ impl Dispatcher {
             attempts: named.attempts,
         };
         let data = events::failed_data(&subject, failure);
-        let event = events::outcome_event(&named.ids, events::FAILED, &self.producer, named.notification_id, data.clone());
+        let event = events::outcome_event(&named.ids, events::FAILED, &self.producer, named.notification_id, &data);
         publisher.publish_event(self.topology.events_exchange(), &event).await?;
 
         if named.channel == ChannelKind::Webhook {
-            let mut data = data;
-            if let Some(url) = &named.webhook_url {
-                data["url"] = url.clone().into();
-            }
+            let data = data.with_url(named.webhook_url.as_deref());
             let event = events::outcome_event(&named.ids, events::WEBHOOK_FAILED, &self.producer, named.notification_id, data);
             publisher.publish_event(self.topology.events_exchange(), &event).await?;
         }
