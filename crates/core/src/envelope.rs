@@ -269,7 +269,7 @@ mod tests {
     }
 
     #[test]
-    fn one_pass_and_step_by_step_parses_agree() {
+    fn fast_and_stepwise_parses_agree() {
         let mut bodies = vec![envelope(request())];
         let mut minimal = request();
         for optional in ["locale", "variables", "expires_at"] {
@@ -288,7 +288,7 @@ mod tests {
     }
 
     #[test]
-    fn a_body_the_one_pass_parse_refuses_is_still_diagnosed() {
+    fn repeated_field_falls_back_to_stepwise() {
         // serde refuses the repeated field in one pass; step by step, the
         // last value wins, as in the JSON object model the catalog uses.
         let body = envelope(request());

@@ -185,7 +185,7 @@ mod tests {
     }
 
     #[test]
-    fn receipt_details_cannot_replace_the_events_own_fields() {
+    fn receipt_details_keep_own_fields() {
         let subject = Subject { notification_id: Uuid::nil(), channel: ChannelKind::Webhook, template: None, attempts: 2 };
         let receipt = Receipt::new("webhook")
             .with_detail("provider", "spoofed")

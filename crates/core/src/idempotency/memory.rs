@@ -287,7 +287,7 @@ mod tests {
     }
 
     #[test]
-    fn a_rewritten_record_lives_a_full_ttl_from_its_last_write() {
+    fn rewritten_record_lives_ttl_from_write() {
         let store = MemoryIdempotencyStore::new(10, Duration::from_secs(60));
         let id = Uuid::new_v4();
         assert_eq!(store.claim_at(id, ChannelKind::Email, 0), None);
@@ -297,7 +297,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stale_queue_entry_does_not_evict_a_newer_claim() {
+    fn stale_entry_keeps_newer_claim() {
         let store = MemoryIdempotencyStore::new(10, Duration::from_secs(60));
         let id = Uuid::new_v4();
         assert_eq!(store.claim_at(id, ChannelKind::Email, 0), None);
@@ -317,7 +317,7 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_is_small() {
+    fn slot_stays_small() {
         // The store holds up to `max_entries` slots; a receipt inline would
         // make every one of them as large as the rare `Sent` record.
         assert!(std::mem::size_of::<Slot>() <= 32, "{}", std::mem::size_of::<Slot>());
