@@ -22,6 +22,7 @@ pub mod dispatcher;
 pub mod envelope;
 pub mod error;
 pub mod events;
+pub mod flow_control;
 pub mod headers;
 pub mod idempotency;
 pub mod metrics;

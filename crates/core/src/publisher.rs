@@ -8,6 +8,7 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use serde::Serialize;
 
 use crate::envelope::Envelope;
+use crate::flow_control::FlowControl;
 use crate::headers::outgoing_properties;
 
 /// A publish the broker did not take responsibility for.
@@ -39,10 +40,15 @@ pub enum PublishError {
 pub struct Publisher {
     channel: Channel,
     confirm_timeout: Duration,
+    flow: FlowControl,
 }
 
 impl Publisher {
     /// Opens a channel in confirm mode.
+    ///
+    /// Open one publisher per connection and clone it: each one follows the
+    /// connection's flow notices, and the client hands every notice to one
+    /// follower only.
     ///
     /// # Errors
     ///
@@ -50,13 +56,16 @@ impl Publisher {
     pub async fn open(connection: &Connection, confirm_timeout: Duration) -> Result<Publisher, lapin::Error> {
         let channel = connection.create_channel().await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
-        Ok(Publisher { channel, confirm_timeout })
+        Ok(Publisher { channel, confirm_timeout, flow: FlowControl::follow(connection) })
     }
 
     /// Publishes and waits for the broker's confirm.
     ///
     /// With `mandatory`, a message that no queue receives counts as failed:
     /// the broker returns it and then still acks it.
+    ///
+    /// While the broker blocks the connection (flow control), the publish
+    /// waits: the confirm timeout counts only time without a block.
     ///
     /// # Errors
     ///
@@ -79,9 +88,9 @@ impl Publisher {
                 .await?;
             confirm.await
         };
-        let confirmation = tokio::time::timeout(self.confirm_timeout, confirmation)
-            .await
-            .map_err(|_| PublishError::ConfirmTimedOut(self.confirm_timeout, exchange.to_owned()))?
+        let confirmation = self.await_unless_blocked(confirmation).await;
+        let confirmation = confirmation
+            .ok_or_else(|| PublishError::ConfirmTimedOut(self.confirm_timeout, exchange.to_owned()))?
             .map_err(broker_error)?;
         match confirmation {
             Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
@@ -94,6 +103,30 @@ impl Publisher {
                 Err(PublishError::Nacked { exchange: exchange.to_owned(), routing_key: routing_key.to_owned() })
             }
         }
+    }
+
+    /// Runs `publish` to its end, or gives up after the confirm timeout
+    /// unless the broker blocked the connection meanwhile; then waits for
+    /// the block to lift and gives it the timeout again.
+    async fn await_unless_blocked<F: std::future::Future>(&self, publish: F) -> Option<F::Output> {
+        self.flow.unblocked_now().await;
+        let mut publish = std::pin::pin!(publish);
+        loop {
+            let before = self.flow.state();
+            if let Ok(output) = tokio::time::timeout(self.confirm_timeout, publish.as_mut()).await {
+                return Some(output);
+            }
+            let after = self.flow.state();
+            if !after.blocked && after.blocks == before.blocks {
+                return None;
+            }
+            self.flow.unblocked_now().await;
+        }
+    }
+
+    /// Returns whether the broker blocks this publisher's connection now.
+    pub fn is_blocked(&self) -> bool {
+        self.flow.state().blocked
     }
 
     /// Publishes an event envelope on `exchange` under its event type.

@@ -234,9 +234,18 @@ impl TestBroker {
         Some(queue.consumer_count())
     }
 
-    /// Deletes everything this test and its service declared.
+    /// Deletes everything this test and its service declared, on a new
+    /// connection when the test's own did not survive (a broker restart).
     pub async fn cleanup(&self, service_queues: &[String]) {
-        let channel = self.connection.create_channel().await.unwrap();
+        let channel = match self.connection.create_channel().await {
+            Ok(channel) => channel,
+            Err(_) => Connection::connect(BROKER_URL, ConnectionProperties::default())
+                .await
+                .expect("RabbitMQ must run on 127.0.0.1:5672 (see README)")
+                .create_channel()
+                .await
+                .unwrap(),
+        };
         for queue in self.observed_queues.iter().chain(service_queues) {
             let _ = channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
         }

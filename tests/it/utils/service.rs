@@ -29,6 +29,9 @@ pub struct ServiceSettings {
     pub breaker_cooldown_ms: u64,
     /// TOML of the `[fanout]` section, when a test runs the fan-out stage.
     pub fanout_toml: String,
+    /// TOML of the `[rate_limits]` section, when a test sets limits.
+    pub rate_limits_toml: String,
+    pub confirm_timeout_secs: u64,
 }
 
 impl ServiceSettings {
@@ -44,6 +47,8 @@ impl ServiceSettings {
             breaker_failure_threshold: 5,
             breaker_cooldown_ms: 30_000,
             fanout_toml: String::new(),
+            rate_limits_toml: String::new(),
+            confirm_timeout_secs: 5,
         }
     }
 
@@ -190,7 +195,7 @@ fn config_toml(broker: &TestBroker, settings: &ServiceSettings) -> String {
         r#"[broker]
 url = "{BROKER_URL}"
 queue_prefix = "{prefix}"
-confirm_timeout_secs = 5
+confirm_timeout_secs = {confirm_timeout}
 reconnect_initial_ms = 100
 reconnect_max_ms = 2000
 
@@ -228,6 +233,8 @@ listen = "127.0.0.1:{admin_port}"
 
 {fanout}
 
+{rate_limits}
+
 {channels}
 "#,
         prefix = broker.queue_prefix(),
@@ -243,6 +250,8 @@ listen = "127.0.0.1:{admin_port}"
         admin_port = settings.admin_port,
         idempotency = settings.idempotency_toml,
         fanout = settings.fanout_toml,
+        rate_limits = settings.rate_limits_toml,
+        confirm_timeout = settings.confirm_timeout_secs,
         breaker_threshold = settings.breaker_failure_threshold,
         breaker_cooldown = settings.breaker_cooldown_ms,
     )
