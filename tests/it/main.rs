@@ -18,6 +18,7 @@ mod fanout;
 mod faults;
 mod instances;
 mod lifecycle;
+mod rate_limits;
 mod reload;
 mod retries;
 mod sms;

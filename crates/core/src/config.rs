@@ -35,6 +35,8 @@ pub struct Config<C> {
     pub admin: AdminConfig,
     #[serde(default)]
     pub fanout: FanoutConfig,
+    #[serde(default)]
+    pub rate_limits: crate::rate_limit::RateLimitsConfig,
     pub channels: C,
 }
 

@@ -27,6 +27,7 @@ pub mod headers;
 pub mod idempotency;
 pub mod metrics;
 pub mod publisher;
+pub mod rate_limit;
 pub mod recipient;
 pub mod retry;
 pub mod service;

@@ -53,6 +53,8 @@ pub enum ServiceError {
     Retry(#[from] crate::retry::RetryConfigError),
     #[error("idempotency.redis_url: {0}")]
     Idempotency(#[from] StoreError),
+    #[error(transparent)]
+    RateLimit(#[from] crate::rate_limit::RateLimitError),
 }
 
 fn idempotency_store(config: &crate::config::IdempotencyConfig) -> Result<Arc<dyn IdempotencyStore>, ServiceError> {
@@ -101,6 +103,7 @@ impl Service {
             return Err(ServiceError::NoChannels);
         }
         let retry = RetryPolicy::from_config(&config.retry)?;
+        config.rate_limits.validate()?;
         let topology = Topology::new(&config.broker, channels, retry.tiers());
         let idempotency = idempotency_store(&config.idempotency)?;
         let settings = DispatcherSettings {
@@ -110,6 +113,7 @@ impl Service {
             breaker_failure_threshold: config.dispatcher.breaker_failure_threshold,
             breaker_cooldown: Duration::from_millis(config.dispatcher.breaker_cooldown_ms),
             claim_lease: Duration::from_secs(config.idempotency.claim_lease_secs),
+            rate_limits: config.rate_limits.clone(),
         };
         let metrics = Arc::new(Metrics::new());
         let dispatcher = Dispatcher::new(registry, Arc::clone(&templates), topology, retry, idempotency, Arc::clone(&metrics), settings);

@@ -16,6 +16,7 @@ use crate::channel::{ChannelKind, Notification, Receipt};
 use crate::envelope::{parse_dispatch, truncate, DispatchRequest, Envelope, ParsedBody, DISPATCH_EVENT_TYPE};
 use crate::error::{DeliveryError, FailureKind};
 use crate::events::FailureInfo;
+use crate::rate_limit::Permit;
 use crate::headers::{read_dispatch_headers, DispatchHeaders};
 use crate::idempotency::DeliveryRecord;
 use crate::recipient::Recipient;
@@ -212,6 +213,14 @@ impl Dispatcher {
             return Decision::DeadLetter { failure, named: Some(message.named(notification.channel)) };
         };
         let endpoint = breaker::endpoint_of(&notification);
+        match self.rate_limits.reserve(notification.channel, &endpoint, Instant::now()) {
+            Permit::After(wait) if wait.is_zero() => {}
+            Permit::After(wait) => tokio::time::sleep(wait).await,
+            Permit::TooLong(wait) => {
+                return Decision::Defer { message, delay: wait, reason: "the provider's rate limit is reached" };
+            }
+        }
+        // After the limit's wait, so that an admitted breaker probe is sent.
         if let Admission::Rejected { retry_in } = self.breakers.admit(&endpoint, Instant::now()) {
             return Decision::Defer { message, delay: retry_in, reason: "the endpoint's circuit breaker is open" };
         }

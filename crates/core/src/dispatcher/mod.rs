@@ -24,6 +24,7 @@ use crate::channel::{ChannelKind, ChannelRegistry};
 use crate::idempotency::IdempotencyStore;
 use crate::metrics::Metrics;
 use crate::publisher::{PublishError, Publisher};
+use crate::rate_limit::{RateLimiter, RateLimitsConfig};
 use crate::retry::RetryPolicy;
 use crate::templates::TemplateHandle;
 use crate::topology::Topology;
@@ -37,6 +38,7 @@ pub struct Dispatcher {
     pub(crate) idempotency: Arc<dyn IdempotencyStore>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) breakers: CircuitBreakers,
+    pub(crate) rate_limits: RateLimiter,
     /// How long a claim, or a fresh `Sent` record, keeps other copies waiting.
     pub(crate) claim_lease: chrono::TimeDelta,
     /// `producer` of published events.
@@ -69,6 +71,7 @@ pub struct DispatcherSettings {
     pub breaker_failure_threshold: u32,
     pub breaker_cooldown: std::time::Duration,
     pub claim_lease: std::time::Duration,
+    pub rate_limits: RateLimitsConfig,
 }
 
 impl Dispatcher {
@@ -89,6 +92,7 @@ impl Dispatcher {
             idempotency,
             metrics,
             breakers: CircuitBreakers::new(settings.breaker_failure_threshold, settings.breaker_cooldown),
+            rate_limits: RateLimiter::new(settings.rate_limits),
             claim_lease: chrono::TimeDelta::from_std(settings.claim_lease).unwrap_or(chrono::TimeDelta::MAX),
             producer: settings.producer,
             default_max_retries: settings.default_max_retries,
