@@ -433,8 +433,12 @@ async fn fcm_delivers_and_reuses_access_token() {
                 "token": FCM_DEVICE,
                 "notification": { "title": "Render ready", "body": "Intro finished rendering" },
                 "data": { "notification_id": NOTIFICATION.to_string() },
-                "android": { "priority": "HIGH", "ttl": "3600s" },
-                "apns": { "headers": { "apns-priority": "10", "apns-push-type": "alert" } },
+                "android": { "priority": "HIGH", "ttl": "3600s", "notification": { "tag": NOTIFICATION.to_string() } },
+                "apns": { "headers": {
+                    "apns-priority": "10",
+                    "apns-push-type": "alert",
+                    "apns-collapse-id": NOTIFICATION.to_string(),
+                } },
             }
         })
     );

@@ -485,6 +485,7 @@ async fn gateway_sends_auth_header_and_template() {
         .and(path("/v1/sms"))
         .and(header("x-api-key", GATEWAY_KEY))
         .and(header("content-type", "application/json"))
+        .and(header("idempotency-key", NOTIFICATION.to_string()))
         .and(body_json(json!({
             "recipient": PHONE,
             "message": {"text": body},

@@ -86,13 +86,21 @@ impl FcmSender {
         body: &str,
     ) -> Result<Receipt, DeliveryError> {
         let masked_token = mask_tail(device_token, 6);
+        let notification_id = notification.notification_id.to_string();
+        // FCM has no idempotency key. The notification id as Android's tag
+        // and as the APNs collapse id makes a repeated send replace the
+        // shown notification instead of showing it twice.
+        let mut android = self.options.android.clone();
+        android["notification"] = json!({ "tag": notification_id });
+        let mut apns = self.options.apns.clone();
+        apns["headers"]["apns-collapse-id"] = json!(notification_id);
         let message = json!({
             "message": {
                 "token": device_token,
                 "notification": { "title": title, "body": body },
-                "data": { "notification_id": notification.notification_id.to_string() },
-                "android": self.options.android,
-                "apns": self.options.apns,
+                "data": { "notification_id": notification_id },
+                "android": android,
+                "apns": apns,
             }
         });
 

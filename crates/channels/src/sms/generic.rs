@@ -20,6 +20,10 @@ use super::error::{self, Redactor, SmsError};
 use super::failover::{Accepted, OutgoingSms};
 use super::{resolve_secret, ReadEnv};
 
+/// Header carrying the notification id, for gateways that drop repeated
+/// requests with the same key.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
 /// Placeholders of a body template.
 const PLACEHOLDERS: [&str; 4] = ["to", "body", "notification_id", "tenant_id"];
 
@@ -121,6 +125,9 @@ impl HttpProvider {
             .post(self.url.clone())
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "application/json")
+            // A gateway that honours the key drops a repeat of a send whose
+            // answer was lost, such as one cut off by a crash.
+            .header(IDEMPOTENCY_KEY, &notification_id)
             .body(body);
         if let Some((name, value, _)) = &self.auth {
             request = request.header(name.clone(), value.clone());
