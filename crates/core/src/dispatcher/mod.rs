@@ -122,27 +122,32 @@ impl Dispatcher {
         let queue = self.topology.channel_queue(channel);
         let slots = Arc::new(Semaphore::new(concurrency));
         let mut in_flight: JoinSet<Result<(), PublishError>> = JoinSet::new();
+        // Cancelled by a task whose publish failed. Finished tasks are
+        // reaped without waiting on the set, because a waker on the set
+        // would wake this loop once per message.
+        let failed = CancellationToken::new();
         let mut outcome = Ok(());
 
-        loop {
+        'consuming: loop {
             let slot = tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
-                Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
-                    if let Err(err) = task_result(joined) {
-                        outcome = Err(err);
-                        break;
-                    }
-                    continue;
-                }
+                () = failed.cancelled() => break,
                 slot = slots.clone().acquire_owned() => match slot {
                     Ok(slot) => slot,
                     Err(_) => break,
                 },
             };
+            while let Some(joined) = in_flight.try_join_next() {
+                if let Err(err) = task_result(joined) {
+                    outcome = Err(err);
+                    break 'consuming;
+                }
+            }
             let next = tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
+                () = failed.cancelled() => break,
                 next = consumer.next() => next,
             };
             let delivery = match next {
@@ -158,9 +163,14 @@ impl Dispatcher {
             };
             let dispatcher = Arc::clone(&self);
             let publisher = publisher.clone();
+            let failed = failed.clone();
             in_flight.spawn(async move {
                 let _slot = slot;
-                dispatcher.handle(channel, delivery, &publisher).await
+                let result = dispatcher.handle(channel, delivery, &publisher).await;
+                if result.is_err() {
+                    failed.cancel();
+                }
+                result
             });
         }
 
