@@ -195,9 +195,12 @@ impl Dispatcher {
         );
         self.metrics.consumed(channel);
         let _in_flight = self.metrics.in_flight(channel);
+        // Both stages are boxed: their futures nest the plugin's, the
+        // store's and the broker client's, and a task that large is copied
+        // several times over when it is spawned and when it finishes.
         async {
-            let decision = self.decide(channel, &delivery).await;
-            self.settle(channel, &delivery, decision, publisher).await
+            let decision = Box::pin(self.decide(channel, &delivery)).await;
+            Box::pin(self.settle(channel, &delivery, decision, publisher)).await
         }
         .instrument(span)
         .await
