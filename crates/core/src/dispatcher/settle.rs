@@ -2,6 +2,7 @@
 //! and only then the ack. This is the one place that acks or nacks.
 
 use chrono::Utc;
+use futures_util::future::try_join;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::{FieldTable, ShortString};
@@ -103,15 +104,17 @@ impl Dispatcher {
             template: Some(&request.template),
             attempts: message.attempt(),
         };
+        let exchange = self.topology.events_exchange();
         let data = events::delivered_data(&subject, receipt);
         let event = events::outcome_event(&message.envelope, events::DELIVERED, &self.producer, request.notification_id, &data);
-        publisher.publish_event(self.topology.events_exchange(), &event).await?;
-
         if channel == ChannelKind::Webhook {
             let url = webhook_url(&request.recipient);
-            let data = data.with_url(url.as_deref());
-            let event = events::outcome_event(&message.envelope, events::WEBHOOK_FIRED, &self.producer, request.notification_id, data);
-            publisher.publish_event(self.topology.events_exchange(), &event).await?;
+            let data = data.clone().with_url(url.as_deref());
+            let fired = events::outcome_event(&message.envelope, events::WEBHOOK_FIRED, &self.producer, request.notification_id, data);
+            // Both go out before either confirm is awaited: one round trip.
+            try_join(publisher.publish_event(exchange, &event), publisher.publish_event(exchange, &fired)).await?;
+        } else {
+            publisher.publish_event(exchange, &event).await?;
         }
         if let Err(err) = self.idempotency.put(request.notification_id, channel, DeliveryRecord::Completed).await {
             warn!(error = %err, "cannot mark the delivery completed; a redelivery would publish its events again");
@@ -217,14 +220,15 @@ impl Dispatcher {
             template: named.template.as_deref(),
             attempts: named.attempts,
         };
+        let exchange = self.topology.events_exchange();
         let data = events::failed_data(&subject, failure);
         let event = events::outcome_event(&named.ids, events::FAILED, &self.producer, named.notification_id, &data);
-        publisher.publish_event(self.topology.events_exchange(), &event).await?;
-
         if named.channel == ChannelKind::Webhook {
-            let data = data.with_url(named.webhook_url.as_deref());
-            let event = events::outcome_event(&named.ids, events::WEBHOOK_FAILED, &self.producer, named.notification_id, data);
-            publisher.publish_event(self.topology.events_exchange(), &event).await?;
+            let data = data.clone().with_url(named.webhook_url.as_deref());
+            let failed = events::outcome_event(&named.ids, events::WEBHOOK_FAILED, &self.producer, named.notification_id, data);
+            try_join(publisher.publish_event(exchange, &event), publisher.publish_event(exchange, &failed)).await?;
+        } else {
+            publisher.publish_event(exchange, &event).await?;
         }
         Ok(())
     }
