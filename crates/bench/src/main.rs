@@ -116,12 +116,17 @@ impl Scenario {
         }
     }
 
-    /// Returns the channel whose queue the scenario consumes. The no-op plugin
-    /// and the ceiling consume the webhook queue.
-    fn channel_kind(self) -> ChannelKind {
-        match self {
-            Scenario::Email => ChannelKind::Email,
-            Scenario::Ceiling | Scenario::Noop | Scenario::Webhook => ChannelKind::Webhook,
+    /// Returns the channel whose queue the scenario consumes.
+    ///
+    /// The no-op plugin and the ceiling consume the SMS queue: like the
+    /// ceiling, the service then publishes one event per message, where a
+    /// webhook also owes `tenant.webhook.fired.v1`. `bench-noop-service`
+    /// can only replace the webhook plugin, so with it they use webhooks.
+    fn channel_kind(self, noop_mode: &NoopMode) -> ChannelKind {
+        match (self, noop_mode) {
+            (Scenario::Email, _) => ChannelKind::Email,
+            (Scenario::Webhook, _) | (Scenario::Ceiling | Scenario::Noop, NoopMode::Hosted(_)) => ChannelKind::Webhook,
+            (Scenario::Ceiling | Scenario::Noop, NoopMode::Factory) => ChannelKind::Sms,
         }
     }
 }
@@ -310,7 +315,7 @@ async fn wait_for_load(max_load: f64, max_wait: Duration) {
 /// Runs one measurement on a slice of its own and deletes the slice afterwards.
 async fn run_once(context: &Bench, spec: &RunSpec) -> anyhow::Result<RunFigures> {
     eprintln!("{}: {} messages, load {:.2}", spec.label, spec.messages, load_average());
-    let slice = Slice::create(&context.run_id, &spec.label, spec.scenario.channel_kind(), &context.leftovers).await?;
+    let slice = Slice::create(&context.run_id, &spec.label, spec.scenario.channel_kind(&context.noop_mode), &context.leftovers).await?;
     let result = measure(context, spec, &slice).await;
     if let Err(err) = slice.delete().await {
         eprintln!("deleting the queues and exchanges of {} failed: {err:#}", spec.label);
@@ -376,13 +381,15 @@ async fn measure(context: &Bench, spec: &RunSpec, slice: &Slice) -> anyhow::Resu
         Scenario::Email => Some(SmtpServer::start("127.0.0.1:0").await.context("cannot start the SMTP server")?),
         _ => None,
     };
-    let recipient = match (&receiver, &smtp) {
-        (Some(receiver), _) => json!({"url": receiver.url()}),
-        (_, Some(_)) => json!({"email": "bench@example.com", "name": "Ada"}),
-        // Neither the ceiling nor the no-op plugin sends anything to this URL.
+    let channel = spec.scenario.channel_kind(&context.noop_mode);
+    let recipient = match (&receiver, &smtp, channel) {
+        (Some(receiver), _, _) => json!({"url": receiver.url()}),
+        (_, Some(_), _) => json!({"email": "bench@example.com", "name": "Ada"}),
+        // Neither the ceiling nor the no-op plugin sends anything to these.
+        (_, _, ChannelKind::Sms) => json!({"phone": "+15550100"}),
         _ => json!({"url": "http://127.0.0.1:9/unused"}),
     };
-    let factory = Arc::new(MessageFactory::new(spec.scenario.channel_kind(), recipient, context.args.size, spec.messages));
+    let factory = Arc::new(MessageFactory::new(channel, recipient, context.args.size, spec.messages));
     let observer = Observer::start(slice, Arc::clone(&factory)).await?;
 
     if !spec.steady {

@@ -66,7 +66,7 @@ pub fn cargo_build(args: &[&str], name: &str, into: &Path) -> anyhow::Result<Pat
 pub mod channels {
     /// Returns the section that enables the no-op plugin through the factory.
     pub fn noop() -> String {
-        "[channels.noop]\nenabled = true\nchannel = \"webhook\"\n".to_owned()
+        "[channels.noop]\nenabled = true\nchannel = \"sms\"\n".to_owned()
     }
 
     pub fn webhook() -> String {
