@@ -13,7 +13,7 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::utils::{DispatchMessage, ServiceProcess, ServiceSettings, TestBroker};
 
-/// Answers 200 and notes when each request arrived.
+/// Responds 200 and records when each request arrived.
 #[derive(Clone, Default)]
 struct ArrivalLog(Arc<Mutex<Vec<Instant>>>);
 

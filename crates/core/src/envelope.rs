@@ -289,8 +289,8 @@ mod tests {
 
     #[test]
     fn repeated_field_falls_back_to_stepwise() {
-        // serde refuses the repeated field in one pass; step by step, the
-        // last value wins, as in the JSON object model the catalog uses.
+        // The one-pass parse rejects a repeated field. Step by step, through
+        // serde_json::Value, the last value wins.
         let body = envelope(request());
         let text = String::from_utf8(body).unwrap();
         let repeated = text.replacen("\"channel\":\"email\"", "\"channel\":\"sms\",\"channel\":\"email\"", 1);

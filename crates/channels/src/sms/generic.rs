@@ -126,7 +126,7 @@ impl HttpProvider {
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "application/json")
             // A gateway that honours the key drops a repeat of a send whose
-            // answer was lost, such as one cut off by a crash.
+            // response was lost, such as one cut off by a crash.
             .header(IDEMPOTENCY_KEY, &notification_id)
             .body(body);
         if let Some((name, value, _)) = &self.auth {

@@ -39,7 +39,7 @@ struct Entries {
 #[derive(Debug)]
 struct Slot {
     state: State,
-    /// When the key was queued in `order`; tells its live entry from stale ones.
+    /// When the key was queued in `order`, to distinguish its live entry from stale ones.
     queued: Millis,
     written: Millis,
 }
