@@ -6,8 +6,10 @@
 //!   attempt, and the header and body encoding rules.
 //! - [`error`]: [`EmailError`] and its classification into
 //!   [`DeliveryError`]s.
+//! - [`session`]: plain and STARTTLS sessions on sockets with `TCP_NODELAY`.
 //! - This module: [`EmailChannel`], which validates the configuration once
-//!   at construction and sends through lettre's SMTP transport.
+//!   at construction and sends through a session, or through lettre's SMTP
+//!   transport for implicit TLS.
 //!
 //! Outcomes: the server's final `250` is delivered. 4xx replies, connection
 //! failures and timeouts are transient. 5xx replies, an invalid address and
@@ -16,6 +18,7 @@
 pub mod config;
 pub mod error;
 pub mod message;
+mod session;
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -23,6 +26,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::TlsParameters;
+use lettre::transport::smtp::response::Response;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use notify_core::{Channel, ChannelKind, DeliveryError, Notification, Receipt};
 
@@ -31,13 +36,22 @@ pub use error::{EmailError, HeaderField};
 
 use error::sanitize_server_text;
 use message::Sender;
+use session::{SessionError, SmtpSessions};
 
 /// Provider name in receipts.
 const PROVIDER: &str = "smtp";
 
+/// How the channel reaches its SMTP server.
+enum Transport {
+    /// Plain SMTP or STARTTLS, on sockets with `TCP_NODELAY`.
+    Sessions(SmtpSessions),
+    /// Implicit TLS, through lettre's transport.
+    Lettre(AsyncSmtpTransport<Tokio1Executor>),
+}
+
 /// The email [`Channel`] plugin.
 pub struct EmailChannel {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    transport: Transport,
     sender: Sender,
     /// `host:port`, for error messages.
     server: String,
@@ -78,7 +92,7 @@ impl EmailChannel {
         let credentials = credentials(config, host)?;
         let timeout = Duration::from_secs(config.timeout_secs);
 
-        let builder = match config.tls {
+        let transport = match config.tls {
             TlsMode::None => {
                 if !is_loopback(host) {
                     tracing::warn!(
@@ -87,22 +101,27 @@ impl EmailChannel {
                         "email channel sends over SMTP without TLS (`tls = \"none\"`)"
                     );
                 }
-                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+                Transport::Sessions(SmtpSessions::new(host, config.port, None, credentials))
             }
-            TlsMode::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host)
-                .map_err(|err| tls_setup(host, &err))?,
-            TlsMode::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host)
-                .map_err(|err| tls_setup(host, &err))?,
+            TlsMode::Starttls => {
+                let tls = TlsParameters::new(host.to_owned()).map_err(|err| tls_setup(host, &err))?;
+                Transport::Sessions(SmtpSessions::new(host, config.port, Some(tls), credentials))
+            }
+            TlsMode::Tls => {
+                let builder = AsyncSmtpTransport::<Tokio1Executor>::relay(host)
+                    .map_err(|err| tls_setup(host, &err))?;
+                // lettre applies this timeout to connecting only; `send`
+                // bounds the whole delivery with the same duration.
+                let mut builder = builder.port(config.port).timeout(Some(timeout));
+                if let Some(credentials) = credentials {
+                    builder = builder.credentials(credentials);
+                }
+                Transport::Lettre(builder.build())
+            }
         };
-        // lettre applies this timeout to connecting only; `send` bounds the
-        // whole delivery with the same duration.
-        let mut builder = builder.port(config.port).timeout(Some(timeout));
-        if let Some(credentials) = credentials {
-            builder = builder.credentials(credentials);
-        }
 
         Ok(EmailChannel {
-            transport: builder.build(),
+            transport,
             sender,
             server: format!("{host}:{}", config.port),
             timeout,
@@ -123,13 +142,9 @@ impl Channel for EmailChannel {
             &self.sender.message_id_domain,
         );
 
-        let response = match tokio::time::timeout(self.timeout, self.transport.send(email)).await {
+        let response = match tokio::time::timeout(self.timeout, self.transmit(email)).await {
             Ok(Ok(response)) => response,
-            Ok(Err(err)) => {
-                return Err(
-                    EmailError::from_smtp(&err, &self.server, self.timeout.as_secs()).into(),
-                )
-            }
+            Ok(Err(err)) => return Err(err.into()),
             Err(_elapsed) => {
                 return Err(EmailError::Timeout {
                     server: self.server.clone(),
@@ -151,6 +166,29 @@ impl Channel for EmailChannel {
         Ok(Receipt::new(PROVIDER)
             .with_message_id(message_id)
             .with_detail("smtp_response", smtp_response))
+    }
+}
+
+impl EmailChannel {
+    /// Hands the email to the SMTP server.
+    async fn transmit(&self, email: lettre::Message) -> Result<Response, EmailError> {
+        let seconds = self.timeout.as_secs();
+        match &self.transport {
+            Transport::Sessions(sessions) => {
+                let raw = email.formatted();
+                sessions.send(email.envelope(), &raw).await.map_err(|err| match err {
+                    SessionError::Connect(err) => EmailError::Connection {
+                        server: self.server.clone(),
+                        reason: err.to_string(),
+                    },
+                    SessionError::Smtp(err) => EmailError::from_smtp(&err, &self.server, seconds),
+                })
+            }
+            Transport::Lettre(transport) => transport
+                .send(email)
+                .await
+                .map_err(|err| EmailError::from_smtp(&err, &self.server, seconds)),
+        }
     }
 }
 
