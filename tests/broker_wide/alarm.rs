@@ -64,6 +64,7 @@ async fn blocked_broker_pauses_deliveries() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     let sent_while_blocked = receiver.received_requests().await.unwrap().len();
     assert!(sent_while_blocked < sent.len(), "the block held nothing back ({sent_while_blocked} sent)");
+    assert_eq!(blocked_gauge(&service.admin_url).await, "1", "the block shows in /metrics");
     drop(alarm);
 
     let delivered = broker.events_of_type("notification.delivered.v1", sent.len()).await;
@@ -76,5 +77,17 @@ async fn blocked_broker_pauses_deliveries() {
     assert!(log.contains("the broker unblocked publishing"), "the unblock is logged:\n{log}");
     assert!(!log.contains("reconnecting"), "a block is not a lost session:\n{log}");
     assert!(!log.contains("publish failed"), "no publish failed:\n{log}");
+    assert_eq!(blocked_gauge(&service.admin_url).await, "0", "the unblock shows in /metrics");
     service.shutdown(&broker).await;
+}
+
+/// Returns the value of `notify_broker_blocked` on the service's /metrics.
+async fn blocked_gauge(admin_url: &str) -> String {
+    let metrics = reqwest::get(format!("{admin_url}/metrics")).await.unwrap().text().await.unwrap();
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("notify_broker_blocked "))
+        .unwrap_or_else(|| panic!("no notify_broker_blocked in:\n{metrics}"))
+        .trim()
+        .to_owned()
 }

@@ -64,6 +64,17 @@ async fn limit_spaces_sends_to_endpoint() {
     assert_eq!(arrivals.len(), 12, "each notification sent once");
     let span = arrivals[11] - arrivals[0];
     assert!(span >= Duration::from_millis(950), "12 sends at 10/s with a burst of 2 took only {span:?}");
+    let metrics = reqwest::get(format!("{}/metrics", service.admin_url)).await.unwrap().text().await.unwrap();
+    let held_back: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("notify_rate_limited_total{channel=\"webhook\"} "))
+        .unwrap_or_else(|| panic!("no webhook rate limit count in:\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap();
+    // Sends spaced by the limit waited for it, so the count is above zero;
+    // how many waited depends on how fast the broker hands them out.
+    assert!(held_back >= 1.0, "sends that waited for the limit are counted, counted {held_back}");
     service.shutdown(&broker).await;
 }
 

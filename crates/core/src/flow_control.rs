@@ -67,6 +67,13 @@ impl FlowControl {
         *self.state.borrow()
     }
 
+    /// Waits for the next change of state and returns it, or `None` once
+    /// the connection's notices have ended.
+    pub async fn next_state(&mut self) -> Option<FlowState> {
+        self.state.changed().await.ok()?;
+        Some(*self.state.borrow_and_update())
+    }
+
     /// Returns at once unless the broker blocks the connection; then waits
     /// until it unblocks or the connection's notices end.
     pub async fn unblocked_now(&self) {

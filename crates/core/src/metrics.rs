@@ -47,6 +47,8 @@ pub struct Metrics {
     delivery_latency: HistogramFamily,
     provider_latency: HistogramFamily,
     broker_connected: Gauge<i64, std::sync::atomic::AtomicI64>,
+    broker_blocked: Gauge<i64, std::sync::atomic::AtomicI64>,
+    rate_limited: Family<ChannelLabels, Counter>,
     breakers_open: Gauge<i64, std::sync::atomic::AtomicI64>,
     reconnects: Counter<u64, AtomicU64>,
 }
@@ -76,6 +78,8 @@ impl Metrics {
             delivery_latency: Family::new_with_constructor(latency_histogram),
             provider_latency: Family::new_with_constructor(latency_histogram),
             broker_connected: Gauge::default(),
+            broker_blocked: Gauge::default(),
+            rate_limited: Family::default(),
             breakers_open: Gauge::default(),
             reconnects: Counter::default(),
             registry: Registry::default(),
@@ -94,6 +98,16 @@ impl Metrics {
         );
         registry.register("provider_call_seconds", "Duration of one call to a channel plugin", metrics.provider_latency.clone());
         registry.register("broker_connected", "1 while connected to the broker and consuming", metrics.broker_connected.clone());
+        registry.register(
+            "broker_blocked",
+            "1 while the broker blocks publishing under a memory or disk alarm",
+            metrics.broker_blocked.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Sends held back by a provider rate limit, in their slot or through a delay queue",
+            metrics.rate_limited.clone(),
+        );
         registry.register(
             "circuit_breakers_open",
             "Provider endpoints whose circuit breaker is open or probing",
@@ -144,6 +158,14 @@ impl Metrics {
 
     pub fn broker_connected(&self, connected: bool) {
         self.broker_connected.set(i64::from(connected));
+    }
+
+    pub fn broker_blocked(&self, blocked: bool) {
+        self.broker_blocked.set(i64::from(blocked));
+    }
+
+    pub fn rate_limited(&self, channel: ChannelKind) {
+        self.rate_limited.get_or_create(&labels(channel)).inc();
     }
 
     pub fn circuit_breakers_open(&self, count: usize) {

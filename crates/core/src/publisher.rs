@@ -124,6 +124,11 @@ impl Publisher {
         }
     }
 
+    /// Returns the flow state of this publisher's connection, to follow it.
+    pub fn flow(&self) -> FlowControl {
+        self.flow.clone()
+    }
+
     /// Returns whether the broker blocks this publisher's connection now.
     pub fn is_blocked(&self) -> bool {
         self.flow.state().blocked

@@ -193,6 +193,7 @@ impl Service {
         let publisher = Publisher::open(&publishing, self.confirm_timeout).await.map_err(SessionError::Channel)?;
 
         let stop = CancellationToken::new();
+        self.report_flow(publisher.flow(), stop.clone());
         let mut consumers = JoinSet::new();
         for &channel in self.dispatcher.topology().channels() {
             let consumer = self.subscribe(&consuming, channel).await?;
@@ -253,6 +254,25 @@ impl Service {
                     }
                 }
             }
+        });
+    }
+
+    /// Keeps `notify_broker_blocked` current until `stop` is cancelled.
+    fn report_flow(&self, mut flow: crate::flow_control::FlowControl, stop: CancellationToken) {
+        let metrics = Arc::clone(&self.metrics);
+        metrics.broker_blocked(flow.state().blocked);
+        tokio::spawn(async move {
+            loop {
+                let state = tokio::select! {
+                    () = stop.cancelled() => break,
+                    state = flow.next_state() => state,
+                };
+                match state {
+                    Some(state) => metrics.broker_blocked(state.blocked),
+                    None => break,
+                }
+            }
+            metrics.broker_blocked(false);
         });
     }
 

@@ -215,8 +215,12 @@ impl Dispatcher {
         let endpoint = breaker::endpoint_of(&notification);
         match self.rate_limits.reserve(notification.channel, &endpoint, Instant::now()) {
             Permit::After(wait) if wait.is_zero() => {}
-            Permit::After(wait) => tokio::time::sleep(wait).await,
+            Permit::After(wait) => {
+                self.metrics.rate_limited(notification.channel);
+                tokio::time::sleep(wait).await;
+            }
             Permit::TooLong(wait) => {
+                self.metrics.rate_limited(notification.channel);
                 return Decision::Defer { message, delay: wait, reason: "the provider's rate limit is reached" };
             }
         }
