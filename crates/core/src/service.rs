@@ -193,6 +193,9 @@ impl Service {
         let publisher = Publisher::open(&publishing, self.confirm_timeout).await.map_err(SessionError::Channel)?;
 
         let stop = CancellationToken::new();
+        // Cancels `stop` on every way out, also an early error return, so
+        // that the tasks following this session end with it.
+        let _stop_on_exit = stop.clone().drop_guard();
         self.report_flow(publisher.flow(), stop.clone());
         let mut consumers = JoinSet::new();
         for &channel in self.dispatcher.topology().channels() {
