@@ -574,3 +574,38 @@ async fn starttls_mode_rejects_server_without_starttls() {
     assert_eq!(err.kind(), FailureKind::Configuration);
     assert!(server.messages().is_empty());
 }
+
+#[tokio::test]
+async fn sequential_emails_share_one_session() {
+    let server = start_server().await;
+    let channel = channel_for(&server);
+
+    for subject in ["First", "Second", "Third"] {
+        channel
+            .send(&notification(None, subject, "text", None))
+            .await
+            .expect("email accepted");
+    }
+
+    assert_eq!(server.wait_for(3, WAIT).await.len(), 3);
+    assert_eq!(server.sessions(), 1, "later emails reuse the first session");
+}
+
+#[tokio::test]
+async fn failed_send_closes_its_session() {
+    let server = start_server().await;
+    let channel = channel_for(&server);
+    server.reply_to_next_rcpt(450, "4.2.1 mailbox busy");
+
+    channel
+        .send(&notification(None, "Busy", "text", None))
+        .await
+        .expect_err("the server rejected the recipient");
+    channel
+        .send(&notification(None, "Later", "text", None))
+        .await
+        .expect("email accepted");
+
+    assert_eq!(server.wait_for(1, WAIT).await.len(), 1);
+    assert_eq!(server.sessions(), 2, "the failed session is not reused");
+}
