@@ -6,8 +6,10 @@ use std::time::Duration;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::utils::{ServiceProcess, ServiceSettings, TestBroker};
-use crate::{publish_webhooks, rabbitmqctl, requests_per_notification, wait_until, BROKER};
+use crate::utils::broker::rabbitmqctl;
+use crate::utils::webhooks::{publish_webhooks, requests_per_notification};
+use crate::utils::{wait_until, ServiceProcess, ServiceSettings, TestBroker};
+use crate::BROKER;
 
 /// Raises the broker's memory alarm by setting its watermark to 0, and
 /// restores the watermark it found when dropped, also after a failed assert.

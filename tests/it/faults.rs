@@ -2,60 +2,27 @@
 //! with deliveries in flight. Each check counts at the receiver against what
 //! was published: delivered once, none lost.
 
-use std::collections::HashMap;
-use std::process::Command;
 use std::time::Duration;
 
 use lapin::types::AMQPValue;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::utils::{DispatchMessage, ServiceProcess, ServiceSettings, TestBroker};
+use crate::utils::broker::rabbitmqctl;
+use crate::utils::webhooks::{publish_webhooks, requests_per_notification};
+use crate::utils::{wait_until, DispatchMessage, ServiceProcess, ServiceSettings, TestBroker};
 
 /// Closes every broker connection whose name mentions `queue_prefix`, as an
 /// operator's `rabbitmqctl close_connection` or a broker restart would.
 fn close_service_connections(queue_prefix: &str) -> usize {
-    let output = Command::new("rabbitmqctl")
-        .args(["list_connections", "pid", "client_properties", "-q", "--no-table-headers"])
-        .output()
-        .expect("rabbitmqctl must be installed beside the broker");
-    let listing = String::from_utf8_lossy(&output.stdout).into_owned();
+    let listing = rabbitmqctl(&["list_connections", "pid", "client_properties", "-q", "--no-table-headers"]);
     let mut closed = 0;
     for line in listing.lines().filter(|line| line.contains(&format!("queue prefix {queue_prefix}"))) {
         let pid = line.split('\t').next().unwrap();
-        let status = Command::new("rabbitmqctl").args(["close_connection", pid, "fault test"]).status().unwrap();
-        assert!(status.success(), "rabbitmqctl close_connection {pid} failed");
+        rabbitmqctl(&["close_connection", pid, "fault test"]);
         closed += 1;
     }
     closed
-}
-
-/// How many requests the receiver got per notification id.
-async fn requests_per_notification(receiver: &MockServer) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for request in receiver.received_requests().await.unwrap() {
-        let id = request.headers.get("webhook-id").unwrap().to_str().unwrap().to_owned();
-        *counts.entry(id).or_insert(0) += 1;
-    }
-    counts
-}
-
-async fn publish_webhooks(broker: &TestBroker, url: &str, count: usize) -> Vec<String> {
-    let mut ids = Vec::with_capacity(count);
-    for _ in 0..count {
-        let message = DispatchMessage::render_completed_webhook(url);
-        ids.push(message.notification_id.to_string());
-        broker.publish(&message.routing_key(), &message.body(), message.properties()).await;
-    }
-    ids
-}
-
-async fn wait_until(what: &str, timeout: Duration, mut done: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !done().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

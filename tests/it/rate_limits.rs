@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::utils::{DispatchMessage, ServiceProcess, ServiceSettings, TestBroker};
+use crate::utils::webhooks::publish_webhooks;
+use crate::utils::{ServiceProcess, ServiceSettings, TestBroker};
 
 /// Responds 200 and records when each request arrived.
 #[derive(Clone, Default)]
@@ -39,13 +40,6 @@ async fn receiver_with_log() -> (MockServer, ArrivalLog) {
     (receiver, log)
 }
 
-async fn publish(broker: &TestBroker, url: &str, count: usize) {
-    for _ in 0..count {
-        let message = DispatchMessage::render_completed_webhook(url);
-        broker.publish(&message.routing_key(), &message.body(), message.properties()).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limit_spaces_sends_to_endpoint() {
     let broker = TestBroker::new().await;
@@ -54,7 +48,7 @@ async fn limit_spaces_sends_to_endpoint() {
     settings.rate_limits_toml = "[rate_limits.webhook]\nper_second = 10\nburst = 2\n".to_owned();
     let service = ServiceProcess::start(&broker, settings, &["webhook"]).await;
 
-    publish(&broker, &format!("{}/hook", receiver.uri()), 12).await;
+    publish_webhooks(&broker, &format!("{}/hook", receiver.uri()), 12).await;
     let delivered = broker.events_of_type("notification.delivered.v1", 12).await;
     assert_eq!(delivered.len(), 12);
 
@@ -72,8 +66,8 @@ async fn limit_spaces_sends_to_endpoint() {
         .trim()
         .parse()
         .unwrap();
-    // Sends spaced by the limit waited for it, so the count is above zero;
-    // how many waited depends on how fast the broker hands them out.
+    // Sends spaced by the limit waited for it, so the count is above zero.
+    // How many waited depends on how fast the broker delivers them.
     assert!(held_back >= 1.0, "sends that waited for the limit are counted, counted {held_back}");
     service.shutdown(&broker).await;
 }
@@ -86,7 +80,7 @@ async fn long_wait_defers_without_attempt() {
     settings.rate_limits_toml = "[rate_limits]\nmax_wait_ms = 0\n\n[rate_limits.webhook]\nper_second = 4\n".to_owned();
     let service = ServiceProcess::start(&broker, settings, &["webhook"]).await;
 
-    publish(&broker, &format!("{}/hook", receiver.uri()), 4).await;
+    publish_webhooks(&broker, &format!("{}/hook", receiver.uri()), 4).await;
     let delivered = broker.events_of_type("notification.delivered.v1", 4).await;
     for event in &delivered {
         assert_eq!(event.body["data"]["attempts"], 1, "a deferral is not an attempt: {}", event.body);

@@ -105,9 +105,9 @@ impl Publisher {
         }
     }
 
-    /// Runs `publish` to its end, or gives up after the confirm timeout
-    /// unless the broker blocked the connection meanwhile; then waits for
-    /// the block to lift and gives it the timeout again.
+    /// Runs `publish` to its end, or gives up after the confirm timeout.
+    /// When the broker blocked the connection during that time, it waits for
+    /// the block to lift and starts the timeout again.
     async fn await_unless_blocked<F: std::future::Future>(&self, publish: F) -> Option<F::Output> {
         self.flow.unblocked_now().await;
         let mut publish = std::pin::pin!(publish);
@@ -127,11 +127,6 @@ impl Publisher {
     /// Returns the flow state of this publisher's connection, to follow it.
     pub fn flow(&self) -> FlowControl {
         self.flow.clone()
-    }
-
-    /// Returns whether the broker blocks this publisher's connection now.
-    pub fn is_blocked(&self) -> bool {
-        self.flow.state().blocked
     }
 
     /// Publishes an event envelope on `exchange` under its event type.

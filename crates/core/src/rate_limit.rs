@@ -89,7 +89,7 @@ pub struct RateLimitError {
     problem: &'static str,
 }
 
-/// What a send may do now.
+/// The result of [`RateLimiter::reserve`] for one send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Permit {
     /// Send after waiting this long; the slot is reserved.
@@ -117,13 +117,8 @@ impl RateLimiter {
         RateLimiter { max_wait: Duration::from_millis(config.max_wait_ms), config, next: Mutex::new(HashMap::new()) }
     }
 
-    /// Whether any channel has a limit.
-    pub fn is_active(&self) -> bool {
-        ChannelKind::ALL.iter().any(|&channel| self.config.limit(channel).is_some())
-    }
-
-    /// Reserves a send to `endpoint` of `channel` at `now`, or tells how long
-    /// it would have to wait.
+    /// Reserves a send to `endpoint` of `channel` at `now`, or returns how
+    /// long it would have to wait.
     pub fn reserve(&self, channel: ChannelKind, endpoint: &str, now: Instant) -> Permit {
         let Some(limit) = self.config.limit(channel) else {
             return Permit::After(Duration::ZERO);

@@ -1,6 +1,7 @@
 //! A test's own exchanges and queues on the real broker, with observers for
 //! the events and dead letters the service publishes.
 
+use std::process::Command;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -307,4 +308,22 @@ impl Observer {
         }
         got
     }
+}
+
+/// Runs `rabbitmqctl` with `args` and returns its output, failing the test
+/// with the tool's own message when it fails.
+pub fn rabbitmqctl(args: &[&str]) -> String {
+    let output = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl must be installed beside the broker (see README)");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {} failed: {}{}",
+        args.join(" "),
+        stdout,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
 }

@@ -41,7 +41,7 @@ use session::{SessionError, SmtpSessions};
 /// Provider name in receipts.
 const PROVIDER: &str = "smtp";
 
-/// How the channel reaches its SMTP server.
+/// The channel's connection to its SMTP server.
 enum Transport {
     /// Plain SMTP or STARTTLS, on sockets with `TCP_NODELAY`.
     Sessions(SmtpSessions),
