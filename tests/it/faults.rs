@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use lapin::types::AMQPValue;
-use wiremock::matchers::method;
+use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::utils::broker::rabbitmqctl;
@@ -97,6 +97,60 @@ async fn killed_service_resumes_with_only_in_flight_repeats() {
     // Only messages sent but not yet recorded when the process died can be
     // sent again, and at most `prefetch` were unacknowledged then.
     assert!(repeats <= usize::from(settings.prefetch), "{repeats} repeats exceed the {} in flight", settings.prefetch);
+    service.shutdown(&broker).await;
+}
+
+/// Unacknowledged messages of `queue`, as the broker counts them.
+fn unacknowledged(queue: &str) -> Option<u32> {
+    let listing = rabbitmqctl(&["list_queues", "name", "messages_unacknowledged", "-q", "--no-table-headers"]);
+    listing.lines().find_map(|line| {
+        let (name, count) = line.split_once('\t')?;
+        (name == queue).then(|| count.trim().parse().ok())?
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_delivery_holds_back_no_other_ack() {
+    let broker = TestBroker::new().await;
+    let receiver = MockServer::start().await;
+    // The first request to /slow hangs past the test; a redelivery gets 200.
+    Mock::given(method("POST"))
+        .and(path("/slow"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(120)))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&receiver)
+        .await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&receiver).await;
+    let mut settings = ServiceSettings::webhook();
+    settings.prefetch = 8;
+    settings.concurrency = 8;
+    let service = ServiceProcess::start(&broker, settings.clone(), &["webhook"]).await;
+
+    let slow = publish_webhooks(&broker, &format!("{}/slow", receiver.uri()), 1).await;
+    wait_until("the slow request arrived", Duration::from_secs(20), async || {
+        !receiver.received_requests().await.unwrap().is_empty()
+    })
+    .await;
+    // Five times the prefetch: they only get through if their acks do not
+    // wait for the slow message's.
+    let fast = publish_webhooks(&broker, &format!("{}/hook", receiver.uri()), 40).await;
+    let delivered = broker.events_of_type("notification.delivered.v1", fast.len()).await;
+    assert_eq!(delivered.len(), fast.len());
+    let queue = broker.channel_queue("webhook");
+    wait_until("only the slow message is unacknowledged", Duration::from_secs(20), async || {
+        unacknowledged(&queue) == Some(1)
+    })
+    .await;
+
+    // Had an ack of a later message covered the slow one, the broker would
+    // not give it to the next process.
+    let mut killed = service;
+    killed.kill();
+    let service = ServiceProcess::start(&broker, settings, &["webhook"]).await;
+    let redelivered = broker.events_of_type("notification.delivered.v1", 1).await;
+    assert_eq!(redelivered[0].body["data"]["notification_id"], slow[0].as_str());
+    assert_eq!(unacknowledged(&queue), Some(0));
     service.shutdown(&broker).await;
 }
 

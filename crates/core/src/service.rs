@@ -199,9 +199,9 @@ impl Service {
         self.report_flow(publisher.flow(), stop.clone());
         let mut consumers = JoinSet::new();
         for &channel in self.dispatcher.topology().channels() {
-            let consumer = self.subscribe(&consuming, channel).await?;
+            let (broker_channel, consumer) = self.subscribe(&consuming, channel).await?;
             let dispatcher = Arc::clone(&self.dispatcher);
-            consumers.spawn(dispatcher.consume(channel, consumer, publisher.clone(), self.concurrency, stop.clone()));
+            consumers.spawn(dispatcher.consume(channel, broker_channel, consumer, publisher.clone(), self.concurrency, stop.clone()));
         }
         self.set_ready(true);
         info!(channels = ?self.dispatcher.topology().channels(), prefetch = self.prefetch, concurrency = self.concurrency, "consuming");
@@ -295,7 +295,8 @@ impl Service {
         }
     }
 
-    async fn subscribe(&self, connection: &Connection, channel: crate::ChannelKind) -> Result<lapin::Consumer, SessionError> {
+    /// Opens a channel of its own for the queue of `channel` and consumes it.
+    async fn subscribe(&self, connection: &Connection, channel: crate::ChannelKind) -> Result<(lapin::Channel, lapin::Consumer), SessionError> {
         let amqp_channel = connection.create_channel().await.map_err(SessionError::Channel)?;
         amqp_channel
             .basic_qos(self.prefetch, BasicQosOptions::default())
@@ -303,10 +304,11 @@ impl Service {
             .map_err(SessionError::Channel)?;
         let queue = self.dispatcher.topology().channel_queue(channel);
         let tag = format!("flatrender-notify.{channel}.{}", uuid::Uuid::new_v4());
-        amqp_channel
+        let consumer = amqp_channel
             .basic_consume(queue.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
             .await
-            .map_err(SessionError::Channel)
+            .map_err(SessionError::Channel)?;
+        Ok((amqp_channel, consumer))
     }
 }
 

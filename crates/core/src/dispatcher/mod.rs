@@ -2,10 +2,13 @@
 //! its stages.
 //!
 //! - [`decide`]: validate, deduplicate, check expiry, render, deliver;
-//! - [`settle`]: publish what the decision owes, with confirms, then ack.
+//! - [`settle`]: publish what the decision owes, with confirms;
+//! - [`acks`]: ack the message, or nack it back to its queue when a publish
+//!   failed.
 //!
 //! Messages are processed concurrently, up to `concurrency` at once per queue.
 
+mod acks;
 mod decide;
 mod settle;
 
@@ -19,6 +22,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{field, info_span, Instrument};
 
+use self::acks::{AckQueue, Settlement};
 use crate::breaker::CircuitBreakers;
 use crate::channel::{ChannelKind, ChannelRegistry};
 use crate::idempotency::IdempotencyStore;
@@ -104,9 +108,10 @@ impl Dispatcher {
         &self.topology
     }
 
-    /// Processes deliveries from `consumer` until `stop` is cancelled, the
-    /// consumer ends, or a publish fails; then waits for the messages in
-    /// flight to finish.
+    /// Processes deliveries from `consumer`, which consumes on
+    /// `broker_channel`, until `stop` is cancelled, the consumer ends, or a
+    /// publish fails; then waits for the messages in flight to finish and
+    /// for their acks to be sent.
     ///
     /// # Errors
     ///
@@ -114,8 +119,29 @@ impl Dispatcher {
     pub async fn consume(
         self: Arc<Self>,
         channel: ChannelKind,
+        broker_channel: lapin::Channel,
+        consumer: Consumer,
+        publisher: Publisher,
+        concurrency: usize,
+        stop: CancellationToken,
+    ) -> Result<(), ConsumerError> {
+        let (acks, ack_task) = acks::start(broker_channel);
+        let outcome = Arc::clone(&self).dispatch(channel, consumer, publisher, &acks, concurrency, stop).await;
+        // Every message task has ended and dropped its queue handle, so the
+        // ack task ends once it sent what it owes.
+        drop(acks);
+        if let Err(err) = ack_task.await {
+            tracing::error!(error = %err, "ack task failed; the broker will redeliver unacked messages");
+        }
+        outcome
+    }
+
+    async fn dispatch(
+        self: Arc<Self>,
+        channel: ChannelKind,
         mut consumer: Consumer,
         publisher: Publisher,
+        acks: &AckQueue,
         concurrency: usize,
         stop: CancellationToken,
     ) -> Result<(), ConsumerError> {
@@ -164,10 +190,14 @@ impl Dispatcher {
             let dispatcher = Arc::clone(&self);
             let publisher = publisher.clone();
             let failed = failed.clone();
+            let pending = acks.pending(delivery.delivery_tag);
             in_flight.spawn(async move {
                 let _slot = slot;
                 let result = dispatcher.handle(channel, delivery, &publisher).await;
-                if result.is_err() {
+                if result.is_ok() {
+                    pending.settle(Settlement::Ack);
+                } else {
+                    pending.settle(Settlement::Requeue);
                     failed.cancel();
                 }
                 result

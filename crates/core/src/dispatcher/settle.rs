@@ -1,10 +1,10 @@
-//! Carrying out a [`Decision`]: every publish a message owes, each confirmed,
-//! and only then the ack. This is the one place that acks or nacks.
+//! Carrying out a [`Decision`]: every publish a message owes, each confirmed.
+//! The message is acked after this stage succeeds, and nacked back to its
+//! queue after it fails.
 
 use chrono::Utc;
 use futures_util::future::try_join;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::{FieldTable, ShortString};
 use lapin::BasicProperties;
 use tracing::{debug, error, info, warn};
@@ -32,12 +32,12 @@ const BROKER_DEATH_HEADERS: [&str; 7] = [
 ];
 
 impl Dispatcher {
-    /// Publishes what `decision` owes, then acks.
+    /// Publishes what `decision` owes.
     ///
     /// # Errors
     ///
-    /// Returns the publish error after nacking the message back to its
-    /// queue; the broker session should be rebuilt.
+    /// Returns the publish error; the message goes back to its queue and the
+    /// broker session should be rebuilt.
     pub(super) async fn settle(
         &self,
         channel: ChannelKind,
@@ -77,17 +77,10 @@ impl Dispatcher {
             }
         };
 
-        match published {
-            Ok(()) => {
-                ack(delivery).await;
-                Ok(())
-            }
-            Err(err) => {
-                error!(error = %err, "publish failed; returning the message to its queue");
-                nack_requeue(delivery).await;
-                Err(err)
-            }
+        if let Err(err) = &published {
+            error!(error = %err, "publish failed; returning the message to its queue");
         }
+        published
     }
 
     async fn record_delivery(
@@ -257,23 +250,6 @@ fn set_failure_headers(headers: &mut FieldTable, kind: &str, code: Option<&str>,
         cleared.insert(headers::FAILURE_CODE.into(), text(code));
     }
     *headers = cleared;
-}
-
-async fn ack(delivery: &Delivery) {
-    match delivery.acker.ack(BasicAckOptions::default()).await {
-        Ok(true) => {}
-        Ok(false) => warn!("ack not sent because the channel closed; the broker will redeliver the message"),
-        Err(err) => warn!(error = %err, "ack failed; the broker will redeliver the message"),
-    }
-}
-
-async fn nack_requeue(delivery: &Delivery) {
-    let options = BasicNackOptions { requeue: true, ..BasicNackOptions::default() };
-    match delivery.acker.nack(options).await {
-        Ok(true) => {}
-        Ok(false) => warn!("nack not sent because the channel closed; the broker will redeliver the message"),
-        Err(err) => warn!(error = %err, "nack failed; the broker will redeliver the message when the channel closes"),
-    }
 }
 
 #[cfg(test)]
