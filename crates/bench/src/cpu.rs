@@ -1,5 +1,6 @@
 //! CPU time of processes, from `/proc/<pid>/stat`, to split a run's CPU
-//! between the consumer, the broker and the benchmark itself.
+//! between the consumer, the broker and the benchmark itself; and their
+//! context switches, which cost much of that time on a small machine.
 
 use std::process::Command;
 use std::sync::OnceLock;
@@ -15,6 +16,23 @@ pub fn process_cpu(pid: u32) -> Option<Duration> {
     let user: u64 = fields.get(11)?.parse().ok()?;
     let system: u64 = fields.get(12)?.parse().ok()?;
     Some(Duration::from_secs_f64((user + system) as f64 / clock_ticks_per_second() as f64))
+}
+
+/// Voluntary plus involuntary context switches of all threads of a process,
+/// from `/proc/<pid>/task/*/status`, or `None` when it is gone. Threads that
+/// already ended are not counted.
+pub fn process_context_switches(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut switches = 0;
+    for task in tasks.flatten() {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else { continue };
+        switches += status
+            .lines()
+            .filter(|line| line.starts_with("voluntary_ctxt_switches:") || line.starts_with("nonvoluntary_ctxt_switches:"))
+            .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    Some(switches)
 }
 
 /// Process id of the RabbitMQ node (`beam.smp`), when one runs on this machine.
@@ -39,12 +57,14 @@ fn clock_ticks_per_second() -> u64 {
     })
 }
 
-/// CPU time of the consumer processes, the broker and this process, taken together.
+/// CPU time of the consumer processes, the broker and this process, and
+/// the consumers' context switches, taken together.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CpuSnapshot {
     pub consumer: Duration,
     pub broker: Duration,
     pub bench: Duration,
+    pub consumer_switches: u64,
 }
 
 impl CpuSnapshot {
@@ -53,7 +73,13 @@ impl CpuSnapshot {
             consumer: consumer_pids.iter().filter_map(|&pid| process_cpu(pid)).sum(),
             broker: broker.and_then(process_cpu).unwrap_or_default(),
             bench: process_cpu(std::process::id()).unwrap_or_default(),
+            consumer_switches: consumer_pids.iter().filter_map(|&pid| process_context_switches(pid)).sum(),
         }
+    }
+
+    /// Context switches of the consumer processes since `earlier`, per message.
+    pub fn switches_per_message_since(&self, earlier: &CpuSnapshot, messages: usize) -> f64 {
+        self.consumer_switches.saturating_sub(earlier.consumer_switches) as f64 / messages.max(1) as f64
     }
 
     /// CPU time spent since `earlier`, in microseconds per message:

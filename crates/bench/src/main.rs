@@ -411,13 +411,16 @@ async fn measure(context: &Bench, spec: &RunSpec, slice: &Slice) -> anyhow::Resu
     if outcomes.settled() < spec.messages {
         eprintln!("{}: only {} of {} messages settled within {:?}", spec.label, outcomes.settled(), spec.messages, waited.elapsed());
     }
-    let cpu = CpuSnapshot::take(&consumer.pids(), broker).micros_per_message_since(&cpu_before, outcomes.settled());
+    let cpu_after = CpuSnapshot::take(&consumer.pids(), broker);
+    let cpu = cpu_after.micros_per_message_since(&cpu_before, outcomes.settled());
+    let switches = cpu_after.switches_per_message_since(&cpu_before, outcomes.settled());
     let peak_rss_kib = consumer.peak_rss_kib();
     consumer.stop().await?;
 
     let mut figures = RunFigures::from_outcomes(spec.messages, &outcomes);
     figures.peak_rss_kib = peak_rss_kib;
     figures.cpu_micros_per_message = Some(cpu);
+    figures.switches_per_message = Some(switches);
     figures.offered_rate = offered_rate;
     figures.load = [load_before, load_average()];
     figures.received = match (&receiver, &smtp) {

@@ -28,6 +28,8 @@ pub struct RunFigures {
     /// CPU time per settled message while the consumer ran, in
     /// microseconds: consumer processes, RabbitMQ, the benchmark process.
     pub cpu_micros_per_message: Option<[f64; 3]>,
+    /// Context switches of the consumer processes per settled message.
+    pub switches_per_message: Option<f64>,
 }
 
 impl RunFigures {
@@ -94,8 +96,8 @@ pub struct Row {
 /// share of `ceiling` (messages per second).
 pub fn table(rows: &[Row], ceiling: Option<f64>) -> String {
     let mut out = String::new();
-    out.push_str("| run | backlog msg/s | of ceiling | steady p50 ms | p99 ms | max ms | offered msg/s | peak RSS backlog MiB | peak RSS steady MiB | CPU µs/msg consumer | broker | bench | load 1 min | problems |\n");
-    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|\n");
+    out.push_str("| run | backlog msg/s | of ceiling | steady p50 ms | p99 ms | max ms | offered msg/s | peak RSS backlog MiB | peak RSS steady MiB | CPU µs/msg consumer | broker | bench | switches/msg consumer | load 1 min | problems |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|\n");
     for row in rows {
         let backlog = row.backlog.as_ref();
         let steady = row.steady.as_ref();
@@ -119,7 +121,7 @@ pub fn table(rows: &[Row], ceiling: Option<f64>) -> String {
         let cpu = backlog.and_then(|b| b.cpu_micros_per_message);
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             row.name,
             number(throughput, 0),
             ratio,
@@ -132,6 +134,7 @@ pub fn table(rows: &[Row], ceiling: Option<f64>) -> String {
             number(cpu.map(|c| c[0]), 0),
             number(cpu.map(|c| c[1]), 0),
             number(cpu.map(|c| c[2]), 0),
+            number(backlog.and_then(|b| b.switches_per_message), 1),
             if loads.is_empty() { "-".to_owned() } else { loads.join(", ") },
             if problems.is_empty() { "none".to_owned() } else { problems.join("; ") },
         );
