@@ -3,8 +3,9 @@
 //! Runs, each on its own exchanges and queues: the broker ceiling (a minimal
 //! consumer), the service with the no-op plugin, with the webhook channel
 //! against a local receiver, and with the email channel against a local SMTP
-//! server. Each runs once on a backlog published before the consumer starts
-//! (throughput, peak memory) and once at a steady offered load (latency).
+//! server. Each runs on a backlog published before the consumer starts
+//! (throughput, peak memory), in rounds that take turns, and once at a steady
+//! offered load (latency).
 //! Then one and two service instances share a queue behind a slow receiver.
 //! See docs/benchmarks.md for the figures and what each column means.
 
@@ -33,7 +34,7 @@ use crate::cpu::{broker_pid, CpuSnapshot};
 use crate::messages::MessageFactory;
 use crate::observer::Observer;
 use crate::receiver::WebhookReceiver;
-use crate::report::{load_average, machine_facts, table, Row, RunFigures};
+use crate::report::{load_average, machine_facts, rounds_table, table, Row, RunFigures};
 use crate::service::{cargo_build, channels, config_toml, supports_noop, wait_consuming, workspace_root, ServiceProcess};
 use crate::slice::{Leftovers, Slice};
 
@@ -75,6 +76,11 @@ struct Args {
     /// Maximum wait for --max-load, in seconds; 0 starts at once.
     #[arg(long, default_value_t = 120)]
     load_wait: u64,
+    /// Backlog runs per scenario. The scenarios take turns, so that a change
+    /// in the machine's other load reaches each of them alike; the table
+    /// shows medians.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
     /// Skip the broker ceiling.
     #[arg(long)]
     skip_ceiling: bool,
@@ -210,27 +216,37 @@ async fn run(context: &mut Bench) -> anyhow::Result<()> {
     let args = &context.args;
     wait_for_load(args.max_load, Duration::from_secs(args.load_wait)).await;
     let steady_messages = (args.rate * args.duration as f64).round() as usize;
-    let mut rows = Vec::new();
-    let scenarios = [
+    let scenarios: Vec<Scenario> = [
         (Scenario::Ceiling, args.skip_ceiling),
         (Scenario::Noop, args.skip_noop),
         (Scenario::Webhook, args.skip_webhook),
         (Scenario::Email, args.skip_email),
-    ];
-    for (scenario, skipped) in scenarios {
-        if skipped {
-            continue;
+    ]
+    .into_iter()
+    .filter_map(|(scenario, skipped)| (!skipped).then_some(scenario))
+    .collect();
+    let spec = |scenario: Scenario, steady: bool, messages: usize, label: String| RunSpec {
+        scenario,
+        steady,
+        messages,
+        instances: 1,
+        receiver_delay: Duration::ZERO,
+        label,
+    };
+
+    let mut backlogs: Vec<Vec<RunFigures>> = vec![Vec::new(); scenarios.len()];
+    if !args.skip_backlog {
+        for round in 1..=args.rounds {
+            for (index, &scenario) in scenarios.iter().enumerate() {
+                let label = format!("{}-backlog-{round}", scenario.name());
+                backlogs[index].push(run_once(context, &spec(scenario, false, args.messages, label)).await?);
+            }
         }
-        let spec = |steady: bool, messages: usize| RunSpec {
-            scenario,
-            steady,
-            messages,
-            instances: 1,
-            receiver_delay: Duration::ZERO,
-            label: format!("{}-{}", scenario.name(), if steady { "steady" } else { "backlog" }),
-        };
-        let backlog = if args.skip_backlog { None } else { Some(run_once(context, &spec(false, args.messages)).await?) };
-        let steady = if args.skip_steady { None } else { Some(run_once(context, &spec(true, steady_messages)).await?) };
+    }
+    let mut rows = Vec::new();
+    for (&scenario, backlog) in scenarios.iter().zip(backlogs) {
+        let label = format!("{}-steady", scenario.name());
+        let steady = if args.skip_steady { None } else { Some(run_once(context, &spec(scenario, true, steady_messages, label)).await?) };
         let name = match (scenario, &context.noop_mode) {
             (Scenario::Noop, NoopMode::Hosted(_)) => "noop (bench-noop-service)".to_owned(),
             _ => scenario.name().to_owned(),
@@ -238,15 +254,20 @@ async fn run(context: &mut Bench) -> anyhow::Result<()> {
         rows.push(Row { name, backlog, steady });
     }
 
-    let ceiling = rows.iter().find(|row| row.name == "ceiling").and_then(|row| row.backlog.as_ref()?.throughput);
+    let ceiling = rows.iter().find(|row| row.name == "ceiling");
     println!(
-        "\n{} messages of {} bytes per backlog run; steady runs offer {} msg/s for {} s\n",
+        "\n{} messages of {} bytes per backlog run, {} rounds; steady runs offer {} msg/s for {} s\n",
         args.messages,
         MessageFactory::new(ChannelKind::Webhook, json!({"url": "http://127.0.0.1:9/unused"}), args.size, 0).body_len(),
+        args.rounds,
         args.rate,
         args.duration
     );
     println!("{}", table(&rows, ceiling));
+    if !args.skip_backlog {
+        println!("Backlog rounds:\n");
+        println!("{}", rounds_table(&rows, ceiling));
+    }
 
     if !args.skip_scale {
         let delay = Duration::from_millis(args.scale_delay_ms);

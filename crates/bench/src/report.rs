@@ -84,60 +84,120 @@ fn percentiles(sorted_micros: &[i64]) -> Option<[f64; 3]> {
     Some([rank(0.50), rank(0.99), max as f64 / 1000.0])
 }
 
-/// One line of the table.
+/// One line of the table: a scenario's backlog rounds and its steady run.
 #[derive(Debug, Clone)]
 pub struct Row {
     pub name: String,
-    pub backlog: Option<RunFigures>,
+    /// One run per round, in the order they ran.
+    pub backlog: Vec<RunFigures>,
     pub steady: Option<RunFigures>,
 }
 
-/// Renders the rows as a Markdown table, with each backlog throughput as a
-/// share of `ceiling` (messages per second).
-pub fn table(rows: &[Row], ceiling: Option<f64>) -> String {
+impl Row {
+    fn backlog_median(&self, figure: impl Fn(&RunFigures) -> Option<f64>) -> Option<f64> {
+        median(self.backlog.iter().filter_map(figure).collect())
+    }
+
+    /// Throughput of each round as a share of the ceiling's in the same round.
+    fn shares_of(&self, ceiling: &Row) -> Vec<f64> {
+        self.backlog
+            .iter()
+            .zip(&ceiling.backlog)
+            .filter_map(|(run, ceiling)| Some(run.throughput? / ceiling.throughput.filter(|t| *t > 0.0)?))
+            .collect()
+    }
+}
+
+/// Middle value, or the mean of the two middle values; `None` when empty.
+pub fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    match values.len() {
+        0 => None,
+        len if len % 2 == 1 => Some(values[middle]),
+        _ => Some((values[middle - 1] + values[middle]) / 2.0),
+    }
+}
+
+/// Renders the rows as a Markdown table. Backlog figures are medians over
+/// the rounds, and "of ceiling" is the median of each round's throughput
+/// over the ceiling's in the same round, with the lowest and highest share.
+/// Peak memory is the highest of the rounds.
+pub fn table(rows: &[Row], ceiling: Option<&Row>) -> String {
     let mut out = String::new();
-    out.push_str("| run | backlog msg/s | of ceiling | steady p50 ms | p99 ms | max ms | offered msg/s | peak RSS backlog MiB | peak RSS steady MiB | CPU µs/msg consumer | broker | bench | switches/msg consumer | load 1 min | problems |\n");
-    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|\n");
+    out.push_str("| run | backlog msg/s | of ceiling | lowest-highest | steady p50 ms | p99 ms | max ms | offered msg/s | peak RSS backlog MiB | peak RSS steady MiB | CPU µs/msg consumer | broker | bench | switches/msg consumer | load 1 min | problems |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|\n");
     for row in rows {
-        let backlog = row.backlog.as_ref();
         let steady = row.steady.as_ref();
-        let throughput = backlog.and_then(|b| b.throughput);
-        let ratio = match (throughput, ceiling) {
-            (Some(t), Some(c)) if c > 0.0 => format!("{:.0}%", 100.0 * t / c),
+        let shares = ceiling.map(|ceiling| row.shares_of(ceiling)).unwrap_or_default();
+        let lowest = shares.iter().copied().reduce(f64::min);
+        let highest = shares.iter().copied().reduce(f64::max);
+        let share_range = match (lowest, highest) {
+            (Some(low), Some(high)) => format!("{:.0}-{:.0}%", 100.0 * low, 100.0 * high),
             _ => "-".to_owned(),
         };
         let latency = steady.and_then(|s| s.latency_ms);
-        let loads: Vec<String> = [backlog, steady]
-            .into_iter()
-            .flatten()
-            .map(|run| format!("{:.2}-{:.2}", run.load[0], run.load[1]))
-            .collect();
-        let problems: Vec<String> = [("backlog", backlog), ("steady", steady)]
-            .into_iter()
-            .filter_map(|(name, run)| run.map(|run| (name, run.problems())))
+        let loads: Vec<f64> = row.backlog.iter().chain(steady).flat_map(|run| run.load).filter(|load| load.is_finite()).collect();
+        let load_range = match (loads.iter().copied().reduce(f64::min), loads.iter().copied().reduce(f64::max)) {
+            (Some(low), Some(high)) => format!("{low:.2}-{high:.2}"),
+            _ => "-".to_owned(),
+        };
+        let rounds = row.backlog.iter().enumerate().map(|(round, run)| (format!("backlog {}", round + 1), run));
+        let problems: Vec<String> = rounds
+            .chain(steady.map(|run| ("steady".to_owned(), run)))
+            .map(|(name, run)| (name, run.problems()))
             .filter(|(_, problems)| !problems.is_empty())
             .map(|(name, problems)| format!("{name}: {problems}"))
             .collect();
-        let cpu = backlog.and_then(|b| b.cpu_micros_per_message);
+        let peak_backlog = row.backlog.iter().filter_map(|run| run.peak_rss_kib).max();
+        let cpu = |column: usize| row.backlog_median(|run| Some(run.cpu_micros_per_message?[column]));
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             row.name,
-            number(throughput, 0),
-            ratio,
+            number(row.backlog_median(|run| run.throughput), 0),
+            median(shares).map_or_else(|| "-".to_owned(), |share| format!("{:.0}%", 100.0 * share)),
+            share_range,
             number(latency.map(|l| l[0]), 1),
             number(latency.map(|l| l[1]), 1),
             number(latency.map(|l| l[2]), 1),
             number(steady.and_then(|s| s.offered_rate), 0),
-            number(backlog.and_then(|b| b.peak_rss_kib).map(|kib| kib as f64 / 1024.0), 1),
+            number(peak_backlog.map(|kib| kib as f64 / 1024.0), 1),
             number(steady.and_then(|s| s.peak_rss_kib).map(|kib| kib as f64 / 1024.0), 1),
-            number(cpu.map(|c| c[0]), 0),
-            number(cpu.map(|c| c[1]), 0),
-            number(cpu.map(|c| c[2]), 0),
-            number(backlog.and_then(|b| b.switches_per_message), 1),
-            if loads.is_empty() { "-".to_owned() } else { loads.join(", ") },
+            number(cpu(0), 0),
+            number(cpu(1), 0),
+            number(cpu(2), 0),
+            number(row.backlog_median(|run| run.switches_per_message), 1),
+            load_range,
             if problems.is_empty() { "none".to_owned() } else { problems.join("; ") },
         );
+    }
+    out
+}
+
+/// Renders every backlog round: throughput, share of the same round's
+/// ceiling, and the consumer's CPU time and context switches per message.
+pub fn rounds_table(rows: &[Row], ceiling: Option<&Row>) -> String {
+    let mut out = String::new();
+    out.push_str("| run | round | msg/s | of ceiling | CPU µs/msg consumer | broker | switches/msg consumer |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|\n");
+    for row in rows {
+        let ceiling_runs = ceiling.map_or(&[][..], |ceiling| &ceiling.backlog[..]);
+        for (round, run) in row.backlog.iter().enumerate() {
+            let share = ceiling_runs.get(round).and_then(|ceiling| Some(run.throughput? / ceiling.throughput.filter(|t| *t > 0.0)?));
+            let cpu = run.cpu_micros_per_message;
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                row.name,
+                round + 1,
+                number(run.throughput, 0),
+                share.map_or_else(|| "-".to_owned(), |share| format!("{:.0}%", 100.0 * share)),
+                number(cpu.map(|c| c[0]), 0),
+                number(cpu.map(|c| c[1]), 0),
+                number(run.switches_per_message, 1),
+            );
+        }
     }
     out
 }
@@ -177,4 +237,30 @@ pub fn machine_facts() -> String {
         .and_then(|output| String::from_utf8_lossy(&output.stdout).lines().last().map(str::trim).map(str::to_owned))
         .unwrap_or_else(|| "unknown (rabbitmqctl version failed)".to_owned());
     format!("CPUs: {cpus}\nCPU model: {model}\nmemory: {memory_gib}\nRabbitMQ: {rabbitmq}\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(throughput: f64) -> RunFigures {
+        RunFigures { throughput: Some(throughput), ..RunFigures::default() }
+    }
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(vec![]), None);
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    }
+
+    #[test]
+    fn shares_pair_rounds_with_the_ceiling() {
+        let ceiling = Row { name: "ceiling".to_owned(), backlog: vec![run(100.0), run(200.0)], steady: None };
+        let noop = Row { name: "noop".to_owned(), backlog: vec![run(90.0), run(100.0)], steady: None };
+        assert_eq!(noop.shares_of(&ceiling), vec![0.9, 0.5]);
+        let table = table(&[ceiling.clone(), noop], Some(&ceiling));
+        let noop_line = table.lines().find(|line| line.starts_with("| noop")).unwrap();
+        assert!(noop_line.starts_with("| noop | 95 | 70% | 50-90% |"), "{noop_line}");
+    }
 }
