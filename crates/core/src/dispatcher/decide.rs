@@ -26,7 +26,8 @@ use super::Dispatcher;
 /// Maximum length, in characters, of a failure message in events and headers.
 const MAX_REASON_CHARS: usize = 1_000;
 
-/// A message that passed validation.
+/// A message that passed validation. It travels boxed through the stages,
+/// which move it several times, because it is several hundred bytes large.
 #[derive(Debug)]
 pub(super) struct Accepted {
     pub envelope: Envelope<DispatchRequest>,
@@ -65,13 +66,13 @@ pub(super) struct Named {
 /// The fate of a message, decided before anything is published.
 #[derive(Debug)]
 pub(super) enum Decision {
-    Delivered { message: Accepted, receipt: Receipt },
+    Delivered { message: Box<Accepted>, receipt: Receipt },
     /// Delivered before, by this or an earlier attempt.
-    Duplicate { message: Accepted, record: DeliveryRecord },
+    Duplicate { message: Box<Accepted>, record: DeliveryRecord },
     /// Not sent now, without counting a retry: another delivery of the same
     /// notification has the claim, or the endpoint's circuit breaker is open.
-    Defer { message: Accepted, delay: Duration, reason: &'static str },
-    Retry { message: Accepted, error: DeliveryError },
+    Defer { message: Box<Accepted>, delay: Duration, reason: &'static str },
+    Retry { message: Box<Accepted>, error: DeliveryError },
     /// Dead-lettered; a failed event is owed when the message is `named`.
     DeadLetter { failure: FailureInfo, named: Option<Named> },
     /// Past `expires_at`: a failed event, but no dead letter.
@@ -117,7 +118,7 @@ impl Dispatcher {
     }
 
     /// Runs the stages after the claim: expiry, rendering, delivery.
-    async fn decide_claimed(&self, queue_channel: ChannelKind, message: Accepted) -> Decision {
+    async fn decide_claimed(&self, queue_channel: ChannelKind, message: Box<Accepted>) -> Decision {
         let request = &message.envelope.data;
         if request.expires_at.is_some_and(|expires_at| expires_at <= Utc::now()) {
             return Decision::Expired { named: message.named(queue_channel) };
@@ -131,7 +132,7 @@ impl Dispatcher {
     }
 
     /// Checks size, headers, envelope and channel, in that order.
-    fn validate(&self, queue_channel: ChannelKind, delivery: &Delivery) -> Result<Accepted, Box<Decision>> {
+    fn validate(&self, queue_channel: ChannelKind, delivery: &Delivery) -> Result<Box<Accepted>, Box<Decision>> {
         if delivery.data.len() > self.max_message_bytes {
             let message = format!(
                 "body of {} bytes exceeds the limit of {} bytes (dispatcher.max_message_bytes)",
@@ -180,7 +181,7 @@ impl Dispatcher {
             );
             return Err(dead_letter(FailureKind::ChannelMismatch, message, Some(partial(Some(&headers)))));
         }
-        Ok(Accepted { envelope, headers })
+        Ok(Box::new(Accepted { envelope, headers }))
     }
 
     /// Parses the recipient and renders the template.
@@ -207,7 +208,7 @@ impl Dispatcher {
         })
     }
 
-    async fn deliver(&self, message: Accepted, notification: Notification) -> Decision {
+    async fn deliver(&self, message: Box<Accepted>, notification: Notification) -> Decision {
         let Some(plugin) = self.registry.get(notification.channel) else {
             let failure = failure(FailureKind::Configuration, None, format!("no plugin registered for channel {}", notification.channel));
             return Decision::DeadLetter { failure, named: Some(message.named(notification.channel)) };
@@ -270,7 +271,7 @@ impl Dispatcher {
     }
 
     /// Schedules a retry while `x-max-retries` allows one, else dead-letters.
-    fn retry_or_give_up(&self, message: Accepted, channel: ChannelKind, error: DeliveryError) -> Decision {
+    fn retry_or_give_up(&self, message: Box<Accepted>, channel: ChannelKind, error: DeliveryError) -> Decision {
         if message.headers.retry_count < message.headers.max_retries {
             return Decision::Retry { message, error };
         }
@@ -284,7 +285,7 @@ impl Dispatcher {
     }
 }
 
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+pub(super) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     if let Some(text) = panic.downcast_ref::<&str>() {
         (*text).to_owned()
     } else if let Some(text) = panic.downcast_ref::<String>() {

@@ -12,17 +12,18 @@ mod acks;
 mod decide;
 mod settle;
 
+
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::Consumer;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{field, info_span, Instrument};
 
-use self::acks::{AckQueue, Settlement};
+use self::acks::{AckQueue, PendingDelivery, Settlement};
 use crate::breaker::CircuitBreakers;
 use crate::channel::{ChannelKind, ChannelRegistry};
 use crate::idempotency::IdempotencyStore;
@@ -110,7 +111,7 @@ impl Dispatcher {
 
     /// Processes deliveries from `consumer`, which consumes on
     /// `broker_channel`, until `stop` is cancelled, the consumer ends, or a
-    /// publish fails; then waits for the messages in flight to finish and
+    /// publish fails. Then it waits for the messages in flight to finish and
     /// for their acks to be sent.
     ///
     /// # Errors
@@ -127,8 +128,8 @@ impl Dispatcher {
     ) -> Result<(), ConsumerError> {
         let (acks, ack_task) = acks::start(broker_channel);
         let outcome = Arc::clone(&self).dispatch(channel, consumer, publisher, &acks, concurrency, stop).await;
-        // Every message task has ended and dropped its queue handle, so the
-        // ack task ends once it sent what it owes.
+        // Every message has ended and dropped its queue handle, so the ack
+        // task ends once it sent what it owes.
         drop(acks);
         if let Err(err) = ack_task.await {
             tracing::error!(error = %err, "ack task failed; the broker will redeliver unacked messages");
@@ -136,6 +137,13 @@ impl Dispatcher {
         outcome
     }
 
+    /// Takes deliveries while fewer than `concurrency` are in flight, and
+    /// drives those in flight, until one of the ends `consume` names.
+    ///
+    /// The messages in flight are futures of this one task, not tasks of
+    /// their own. A wake-up from the broker client's threads then reaches
+    /// one task, which polls every message that is ready. Spawned tasks
+    /// would each need a wake-up, often on the second worker thread.
     async fn dispatch(
         self: Arc<Self>,
         channel: ChannelKind,
@@ -146,72 +154,52 @@ impl Dispatcher {
         stop: CancellationToken,
     ) -> Result<(), ConsumerError> {
         let queue = self.topology.channel_queue(channel);
-        let slots = Arc::new(Semaphore::new(concurrency));
-        let mut in_flight: JoinSet<Result<(), PublishError>> = JoinSet::new();
-        // Cancelled by a task whose publish failed. Finished tasks are
-        // reaped without waiting on the set, because a waker on the set
-        // would wake this loop once per message.
-        let failed = CancellationToken::new();
+        let mut in_flight = FuturesUnordered::new();
         let mut outcome = Ok(());
 
-        'consuming: loop {
-            let slot = tokio::select! {
+        loop {
+            let room = in_flight.len() < concurrency;
+            tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
-                () = failed.cancelled() => break,
-                slot = slots.clone().acquire_owned() => match slot {
-                    Ok(slot) => slot,
-                    Err(_) => break,
+                Some(result) = in_flight.next(), if !in_flight.is_empty() => {
+                    if let Err(err) = message_result(result) {
+                        outcome = Err(err);
+                        break;
+                    }
+                }
+                next = consumer.next(), if room => match next {
+                    Some(Ok(delivery)) => {
+                        let pending = acks.pending(delivery.delivery_tag);
+                        in_flight.push(AssertUnwindSafe(self.settled(channel, delivery, &publisher, pending)).catch_unwind());
+                    }
+                    Some(Err(source)) => {
+                        outcome = Err(ConsumerError::Broker { queue: queue.clone(), source });
+                        break;
+                    }
+                    None => {
+                        outcome = Err(ConsumerError::Cancelled(queue.clone()));
+                        break;
+                    }
                 },
-            };
-            while let Some(joined) = in_flight.try_join_next() {
-                if let Err(err) = task_result(joined) {
-                    outcome = Err(err);
-                    break 'consuming;
-                }
             }
-            let next = tokio::select! {
-                biased;
-                () = stop.cancelled() => break,
-                () = failed.cancelled() => break,
-                next = consumer.next() => next,
-            };
-            let delivery = match next {
-                Some(Ok(delivery)) => delivery,
-                Some(Err(source)) => {
-                    outcome = Err(ConsumerError::Broker { queue: queue.clone(), source });
-                    break;
-                }
-                None => {
-                    outcome = Err(ConsumerError::Cancelled(queue.clone()));
-                    break;
-                }
-            };
-            let dispatcher = Arc::clone(&self);
-            let publisher = publisher.clone();
-            let failed = failed.clone();
-            let pending = acks.pending(delivery.delivery_tag);
-            in_flight.spawn(async move {
-                let _slot = slot;
-                let result = dispatcher.handle(channel, delivery, &publisher).await;
-                if result.is_ok() {
-                    pending.settle(Settlement::Ack);
-                } else {
-                    pending.settle(Settlement::Requeue);
-                    failed.cancel();
-                }
-                result
-            });
         }
 
-        while let Some(joined) = in_flight.join_next().await {
-            if let Err(err) = task_result(joined) {
+        while let Some(result) = in_flight.next().await {
+            if let Err(err) = message_result(result) {
                 if outcome.is_ok() {
                     outcome = Err(err);
                 }
             }
         }
         outcome
+    }
+
+    /// Handles one delivery and reports its outcome to the ack task.
+    async fn settled(&self, channel: ChannelKind, delivery: Delivery, publisher: &Publisher, pending: PendingDelivery) -> Result<(), PublishError> {
+        let result = self.handle(channel, delivery, publisher).await;
+        pending.settle(if result.is_ok() { Settlement::Ack } else { Settlement::Requeue });
+        result
     }
 
     async fn handle(&self, channel: ChannelKind, delivery: Delivery, publisher: &Publisher) -> Result<(), PublishError> {
@@ -237,13 +225,14 @@ impl Dispatcher {
     }
 }
 
-fn task_result(joined: Result<Result<(), PublishError>, tokio::task::JoinError>) -> Result<(), ConsumerError> {
-    match joined {
+fn message_result(result: std::thread::Result<Result<(), PublishError>>) -> Result<(), ConsumerError> {
+    match result {
         Ok(result) => result.map_err(|err| ConsumerError::Publish(Box::new(err))),
-        // A panicking plugin must not take the service down; its message was
-        // neither acked nor nacked and returns when the channel closes.
-        Err(join_error) => {
-            tracing::error!(error = %join_error, "message task panicked; the message will be redelivered");
+        // A panic must not take the service down. Its delivery was neither
+        // acked nor nacked and returns when the channel closes.
+        Err(panic) => {
+            let reason = decide::panic_message(panic.as_ref());
+            tracing::error!(reason = %reason, "message handling panicked; the message will be redelivered");
             Ok(())
         }
     }
