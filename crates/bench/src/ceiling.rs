@@ -1,9 +1,12 @@
 //! The broker ceiling: the least work any consumer of the contract must do
 //! per message, so the service's throughput can be put in proportion.
 //!
-//! Per persistent dispatch message it reads the notification id, publishes
-//! one persistent delivered event with a publisher confirm, and acks only
-//! after the confirm, as the service does. Like the service it consumes and
+//! Per persistent dispatch message it reads the notification id, tenant id
+//! and trace id, publishes one persistent delivered event with a publisher
+//! confirm, and acks only after the confirm, as the service does. The event
+//! carries what the stack's contract requires of every message: the
+//! envelope's ids, `content-type`, `content-encoding`, `x-event-type`,
+//! `x-tenant-id` and `x-trace-id`. Like the service it consumes and
 //! publishes on separate connections, with the same prefetch and the same
 //! number of messages in flight.
 
@@ -14,9 +17,10 @@ use chrono::{SecondsFormat, Utc};
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions};
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use notify_core::events::DELIVERED;
+use notify_core::headers::{CONTENT_ENCODING_UTF8, CONTENT_TYPE_JSON, EVENT_TYPE, TENANT_ID, TRACE_ID};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
@@ -34,6 +38,8 @@ pub struct Ceiling {
 
 #[derive(Deserialize)]
 struct DispatchBody {
+    tenant_id: Uuid,
+    trace_id: String,
     data: DispatchData,
 }
 
@@ -111,17 +117,26 @@ async fn handle(publisher: &Channel, exchange: &str, delivery: Delivery) -> anyh
     let request: DispatchBody = serde_json::from_slice(&delivery.data).context("the ceiling received an invalid message")?;
     let body = format!(
         concat!(
-            r#"{{"event_id":"{}","event_type":"{}","event_time":"{}","producer":"bench-ceiling","#,
+            r#"{{"event_id":"{}","event_type":"{}","event_time":"{}","tenant_id":"{}","trace_id":{},"producer":"bench-ceiling","#,
             r#""data":{{"notification_id":"{}","channel":"webhook","template":"render_completed","attempts":1}}}}"#
         ),
         Uuid::new_v4(),
         DELIVERED,
         Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
+        request.tenant_id,
+        serde_json::Value::from(request.trace_id.as_str()),
         request.data.notification_id,
     );
+    // The properties and headers the contract requires on every message.
+    let mut headers = FieldTable::default();
+    headers.insert(EVENT_TYPE.into(), AMQPValue::LongString(DELIVERED.into()));
+    headers.insert(TENANT_ID.into(), AMQPValue::LongString(request.tenant_id.to_string().into()));
+    headers.insert(TRACE_ID.into(), AMQPValue::LongString(request.trace_id.into()));
     let properties = BasicProperties::default()
-        .with_content_type("application/json".into())
-        .with_delivery_mode(2);
+        .with_content_type(CONTENT_TYPE_JSON.into())
+        .with_content_encoding(CONTENT_ENCODING_UTF8.into())
+        .with_delivery_mode(2)
+        .with_headers(headers);
     let confirmation = publisher
         .basic_publish(exchange.into(), DELIVERED.into(), BasicPublishOptions::default(), body.as_bytes(), properties)
         .await?
