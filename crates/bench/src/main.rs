@@ -81,6 +81,14 @@ struct Args {
     /// shows medians.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
+    /// Prefetch of the ceiling's and the services' consumers; the
+    /// service's default when not given.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    prefetch: Option<u16>,
+    /// Messages in flight per consumer; the service's default, or the
+    /// prefetch when that is lower, when not given.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    concurrency: Option<u64>,
     /// Skip the broker ceiling.
     #[arg(long)]
     skip_ceiling: bool,
@@ -178,6 +186,14 @@ async fn main() -> anyhow::Result<()> {
 
     println!("{}", machine_facts());
     println!("run {run_id}: files in {}", run_dir.display());
+    let mut dispatcher = DispatcherConfig::default();
+    if let Some(prefetch) = args.prefetch {
+        dispatcher.prefetch = prefetch;
+        dispatcher.concurrency = dispatcher.concurrency.min(usize::from(prefetch));
+    }
+    if let Some(concurrency) = args.concurrency {
+        dispatcher.concurrency = usize::try_from(concurrency).unwrap_or(usize::MAX);
+    }
     let mut context = Bench {
         args,
         run_id,
@@ -185,7 +201,7 @@ async fn main() -> anyhow::Result<()> {
         leftovers: leftovers.clone(),
         service_bin: None,
         noop_mode: NoopMode::Factory,
-        dispatcher: DispatcherConfig::default(),
+        dispatcher,
     };
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let result = tokio::select! {
@@ -470,7 +486,7 @@ async fn start_consumer(
         _ => (service_bin, channels::webhook()),
     };
     let config_path = context.run_dir.join(format!("{}.toml", spec.label));
-    std::fs::write(&config_path, config_toml(slice, &channels_toml))?;
+    std::fs::write(&config_path, config_toml(slice, &channels_toml, &context.dispatcher))?;
     let mut services = Vec::new();
     for instance in 0..spec.instances {
         let log_path = context.run_dir.join(format!("{}-{instance}.log", spec.label));

@@ -7,6 +7,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use notify_core::config::DispatcherConfig;
 
 use crate::slice::Slice;
 
@@ -87,7 +88,7 @@ pub mod channels {
 /// Renders the service configuration for `slice`: the slice's names, the
 /// shipped templates, the admin listener off (two instances may run at
 /// once), and every other key at its default.
-pub fn config_toml(slice: &Slice, channels: &str) -> String {
+pub fn config_toml(slice: &Slice, channels: &str, dispatcher: &DispatcherConfig) -> String {
     let templates = workspace_root().join("templates");
     format!(
         r#"[broker]
@@ -105,6 +106,10 @@ dir = "{templates}"
 [admin]
 listen = ""
 
+[dispatcher]
+prefetch = {prefetch}
+concurrency = {concurrency}
+
 {channels}"#,
         url = slice.broker.url,
         prefix = slice.prefix,
@@ -112,6 +117,8 @@ listen = ""
         notify = slice.topology.notify_exchange(),
         dlq = slice.topology.dlq_exchange(),
         templates = templates.display(),
+        prefetch = dispatcher.prefetch,
+        concurrency = dispatcher.concurrency,
     )
 }
 
