@@ -1,6 +1,6 @@
 //! Acks and nacks of one consumer channel, sent by a task of their own.
 //!
-//! Message tasks hand their outcome to [`AckQueue`] and go on without waiting
+//! Each message hands its outcome to [`AckQueue`] and goes on without waiting
 //! for the frame to be written. The task takes every outcome that is ready
 //! at once and covers a run of consecutive delivery tags with a single
 //! `basic.ack` with `multiple` set. A tag that waits behind a slower message
@@ -8,10 +8,12 @@
 //! acks of the others and the prefetch window keeps moving.
 //!
 //! Delivery tags of a channel count up from 1 in delivery order, and every
-//! delivery of the channel goes to this consumer. A delivery whose task
-//! ended without an outcome (a panic) is left unsettled and returns to its
-//! queue when the channel closes. A multiple ack would settle it too, so
-//! from then on the channel's acks go out one by one.
+//! delivery of the channel goes to this consumer. A delivery whose handling
+//! ended without an outcome (a panic) is left unsettled. It holds a prefetch
+//! slot until the channel closes, at the end of the broker session or when
+//! the broker's consumer timeout closes the channel, and then returns to its
+//! queue. A multiple ack would settle it too, so from then on the channel's
+//! acks go out one by one.
 
 use std::collections::BTreeMap;
 
@@ -31,7 +33,7 @@ pub(crate) enum Settlement {
     Ack,
     /// Returned to its queue, for another try.
     Requeue,
-    /// Its task ended without an outcome; the delivery stays unsettled.
+    /// Its handling ended without an outcome; the delivery stays unsettled.
     Abandoned,
 }
 
@@ -115,7 +117,7 @@ impl AckBook {
     fn frames_one_by_one(&mut self, outcomes: &[(u64, Settlement)]) -> Vec<Frame> {
         if !self.one_by_one {
             self.one_by_one = true;
-            warn!("a message task ended without settling its delivery; acking one by one until the channel closes");
+            warn!("a message ended without settling its delivery; acking one by one until the channel closes");
         }
         let mut frames = Vec::new();
         for (tag, sent) in std::mem::take(&mut self.pending) {
@@ -135,7 +137,7 @@ impl AckBook {
     }
 }
 
-/// The sending end, cloned into every message task.
+/// The sending end, cloned into every message's handle.
 #[derive(Clone)]
 pub(crate) struct AckQueue {
     sender: mpsc::UnboundedSender<(u64, Settlement)>,

@@ -228,11 +228,11 @@ impl Dispatcher {
 fn message_result(result: std::thread::Result<Result<(), PublishError>>) -> Result<(), ConsumerError> {
     match result {
         Ok(result) => result.map_err(|err| ConsumerError::Publish(Box::new(err))),
-        // A panic must not take the service down. Its delivery was neither
-        // acked nor nacked and returns when the channel closes.
+        // A panic must not take the service down. Its delivery stays
+        // unsettled and returns to the queue when the channel closes.
         Err(panic) => {
             let reason = decide::panic_message(panic.as_ref());
-            tracing::error!(reason = %reason, "message handling panicked; the message will be redelivered");
+            tracing::error!(reason = %reason, "message handling panicked; the message returns to its queue when this broker session ends");
             Ok(())
         }
     }
