@@ -6,4 +6,4 @@
 
 pub mod smtp;
 
-pub use smtp::{ReceivedMail, Reply, SmtpServer, Stage};
+pub use smtp::{ReceivedMail, Reply, SmtpServer, Stage, TEST_CA_PEM};

@@ -20,11 +20,15 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::io::{
-    AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
 };
-use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::{self, ServerConfig};
+use tokio_rustls::TlsAcceptor;
 
 /// Largest message the server accepts, in octets after dot-unstuffing; EHLO
 /// advertises it as `SIZE`.
@@ -164,6 +168,22 @@ impl SmtpServer {
     ///
     /// Returns the error of binding the socket, for example when the port is in use.
     pub async fn start(addr: impl ToSocketAddrs) -> io::Result<SmtpServer> {
+        SmtpServer::listen(addr, None).await
+    }
+
+    /// Like [`SmtpServer::start`], but every connection speaks TLS from the
+    /// first byte (implicit TLS, RFC 8314). The server presents a certificate
+    /// for `localhost` and `127.0.0.1` issued by [`TEST_CA_PEM`], which a
+    /// client must trust.
+    ///
+    /// # Errors
+    ///
+    /// Returns the error of binding the socket.
+    pub async fn start_implicit_tls(addr: impl ToSocketAddrs) -> io::Result<SmtpServer> {
+        SmtpServer::listen(addr, Some(test_tls_acceptor()?)).await
+    }
+
+    async fn listen(addr: impl ToSocketAddrs, tls: Option<TlsAcceptor>) -> io::Result<SmtpServer> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
@@ -171,7 +191,7 @@ impl SmtpServer {
             scripted: Mutex::new(HashMap::new()),
             sessions: AtomicUsize::new(0),
         });
-        let listener = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
+        let listener = tokio::spawn(accept_loop(listener, Arc::clone(&shared), tls));
         Ok(SmtpServer {
             addr,
             shared,
@@ -255,7 +275,25 @@ impl std::fmt::Debug for SmtpServer {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+/// Certificate authority of the certificate that
+/// [`SmtpServer::start_implicit_tls`] presents, in PEM. It is valid until
+/// 2126 and serves tests only: its private key is not kept.
+pub const TEST_CA_PEM: &[u8] = include_bytes!("../certs/ca.pem");
+
+fn test_tls_acceptor() -> io::Result<TlsAcceptor> {
+    let invalid = |err: &dyn std::fmt::Display| io::Error::new(io::ErrorKind::InvalidData, err.to_string());
+    let certificate = CertificateDer::from_pem_slice(include_bytes!("../certs/localhost.pem")).map_err(|err| invalid(&err))?;
+    let key = PrivateKeyDer::from_pem_slice(include_bytes!("../certs/localhost-key.pem")).map_err(|err| invalid(&err))?;
+    let config = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|err| invalid(&err))?
+        .with_no_client_auth()
+        .with_single_cert(vec![certificate], key)
+        .map_err(|err| invalid(&err))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tls: Option<TlsAcceptor>) {
     let mut sessions = JoinSet::new();
     loop {
         // Reap finished sessions so that the set does not grow without bound.
@@ -265,10 +303,18 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             Ok((stream, _peer)) => {
                 shared.sessions.fetch_add(1, Ordering::SeqCst);
                 let shared = Arc::clone(&shared);
+                let tls = tls.clone();
                 sessions.spawn(async move {
-                    // A session ends on the first I/O error; the client sees
-                    // the closed connection, so there is nothing else to report.
-                    let _ = run_session(stream, &shared).await;
+                    // A session ends on the first I/O or TLS error; the
+                    // client sees the closed connection, so there is nothing
+                    // else to report.
+                    let _ = match tls {
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(stream) => run_session(stream, &shared).await,
+                            Err(err) => Err(err),
+                        },
+                        None => run_session(stream, &shared).await,
+                    };
                 });
             }
             Err(err) => {
@@ -314,8 +360,8 @@ struct DataOutcome {
     too_large: bool,
 }
 
-async fn run_session(stream: TcpStream, shared: &Shared) -> io::Result<()> {
-    let (read_half, mut writer) = stream.into_split();
+async fn run_session(stream: impl AsyncRead + AsyncWrite, shared: &Shared) -> io::Result<()> {
+    let (read_half, mut writer) = tokio::io::split(stream);
     let mut reader = BufReader::new(read_half);
     let mut session = Session {
         shared,
