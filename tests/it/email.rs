@@ -66,3 +66,26 @@ async fn smtp_rejection_is_permanent_and_temporary_failure_retries() {
     assert!(dead.header("x-retry-count").is_none(), "550 is not retried");
     service.shutdown(&broker).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_over_implicit_tls_is_delivered() {
+    let broker = TestBroker::new().await;
+    let smtp = SmtpServer::start_implicit_tls("127.0.0.1:0").await.unwrap();
+    let ca_file = std::env::temp_dir().join(format!("notify-it-ca-{}.pem", uuid::Uuid::new_v4()));
+    std::fs::write(&ca_file, notify_testkit::TEST_CA_PEM).unwrap();
+    let mut settings = ServiceSettings::email(smtp.addr().port());
+    settings.channels_toml = settings
+        .channels_toml
+        .replace("tls = \"none\"", &format!("tls = \"tls\"\nca_file = \"{}\"", ca_file.display()));
+    let service = ServiceProcess::start(&broker, settings, &["email"]).await;
+
+    let message = DispatchMessage::render_completed_email("user@example.com");
+    broker.publish(&message.routing_key(), &message.body(), message.properties()).await;
+
+    let delivered = broker.events_of_type("notification.delivered.v1", 1).await.remove(0);
+    assert_eq!(delivered.body["data"]["notification_id"], message.notification_id.to_string());
+    let mail = smtp.wait_for(1, Duration::from_secs(10)).await.remove(0);
+    assert_eq!(mail.rcpt_to, ["user@example.com"]);
+    service.shutdown(&broker).await;
+    std::fs::remove_file(ca_file).unwrap();
+}

@@ -609,3 +609,97 @@ async fn failed_send_closes_its_session() {
     assert_eq!(server.wait_for(1, WAIT).await.len(), 1);
     assert_eq!(server.sessions(), 2, "the failed session is not reused");
 }
+
+/// Writes the test server's certificate authority to a file of its own.
+fn test_ca_file(name: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("notify-channels-{name}-{}.pem", std::process::id()));
+    std::fs::write(&path, notify_testkit::TEST_CA_PEM).expect("write the test CA");
+    path
+}
+
+fn implicit_tls_config(server: &SmtpServer, host: &str, ca_file: Option<&std::path::Path>) -> EmailConfig {
+    EmailConfig {
+        host: host.to_owned(),
+        tls: TlsMode::Tls,
+        ca_file: ca_file.map(|path| path.display().to_string()),
+        ..config_for(server.addr().port())
+    }
+}
+
+#[tokio::test]
+async fn implicit_tls_delivers_on_one_session() {
+    let server = SmtpServer::start_implicit_tls("127.0.0.1:0").await.expect("bind the TLS SMTP server");
+    let ca_file = test_ca_file("implicit-tls");
+    // The certificate names both; the IP address takes the IP path of
+    // certificate checking, the host name the DNS one.
+    for host in ["127.0.0.1", "localhost"] {
+        let channel = EmailChannel::new(&implicit_tls_config(&server, host, Some(&ca_file))).expect("valid email config");
+        for subject in ["First", "Second"] {
+            channel
+                .send(&notification(None, subject, "text", None))
+                .await
+                .expect("email accepted over TLS");
+        }
+    }
+
+    let messages = server.wait_for(4, WAIT).await;
+    assert_eq!(messages.len(), 4);
+    assert!(String::from_utf8_lossy(&messages[0].data).contains("Subject: First"));
+    assert_eq!(server.sessions(), 2, "each channel reuses its first session");
+    std::fs::remove_file(ca_file).expect("remove the test CA");
+}
+
+#[tokio::test]
+async fn implicit_tls_rejects_untrusted_certificate() {
+    let server = SmtpServer::start_implicit_tls("127.0.0.1:0").await.expect("bind the TLS SMTP server");
+    let channel = EmailChannel::new(&implicit_tls_config(&server, "127.0.0.1", None)).expect("valid email config");
+
+    let err = channel
+        .send(&notification(None, "Order A-100", "text", None))
+        .await
+        .expect_err("the test CA is not among the public roots");
+
+    assert!(err.message().contains("certificate"), "{err}");
+    assert!(server.messages().is_empty());
+}
+
+#[tokio::test]
+async fn implicit_tls_rejects_plain_server() {
+    let server = start_server().await;
+    let ca_file = test_ca_file("plain-server");
+    let channel = EmailChannel::new(&implicit_tls_config(&server, "127.0.0.1", Some(&ca_file))).expect("valid email config");
+
+    let err = tokio::time::timeout(WAIT, channel.send(&notification(None, "Order A-100", "text", None)))
+        .await
+        .expect("the handshake fails instead of hanging")
+        .expect_err("a plain server cannot complete a TLS handshake");
+
+    assert!(err.is_transient(), "{err}");
+    assert!(server.messages().is_empty());
+    std::fs::remove_file(ca_file).expect("remove the test CA");
+}
+
+#[test]
+fn unreadable_ca_file_is_invalid_config() {
+    let config = EmailConfig {
+        tls: TlsMode::Tls,
+        ca_file: Some("/nonexistent/notify-ca.pem".to_owned()),
+        ..config_for(465)
+    };
+    let err = EmailChannel::new(&config).expect_err("the file does not exist");
+    assert!(err.to_string().contains("ca_file"), "{err}");
+}
+
+#[test]
+fn ca_file_without_certificate_is_invalid_config() {
+    let path = std::env::temp_dir().join(format!("notify-channels-empty-ca-{}.pem", std::process::id()));
+    std::fs::write(&path, "not a certificate\n").expect("write the file");
+    let config = EmailConfig {
+        tls: TlsMode::Starttls,
+        ca_file: Some(path.display().to_string()),
+        ..config_for(587)
+    };
+    let err = EmailChannel::new(&config).expect_err("no certificate in the file");
+    assert!(err.to_string().contains("no certificate"), "{err}");
+    std::fs::remove_file(path).expect("remove the file");
+}

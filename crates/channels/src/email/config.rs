@@ -46,6 +46,10 @@ pub struct EmailConfig {
     pub port: u16,
     /// `none`, `starttls` or `tls`. Default `starttls`.
     pub tls: TlsMode,
+    /// PEM file of certificate authorities to trust for the server's
+    /// certificate besides the public ones (Mozilla's, from webpki-roots),
+    /// for a relay with a private CA. Default none.
+    pub ca_file: Option<String>,
     /// SMTP AUTH user name; set together with `password`. Default none.
     pub username: Option<String>,
     /// SMTP AUTH password, usually set through the environment variable
@@ -78,6 +82,7 @@ impl Default for EmailConfig {
             host: "127.0.0.1".to_owned(),
             port: 587,
             tls: TlsMode::Starttls,
+            ca_file: None,
             username: None,
             password: None,
             from: String::new(),
@@ -95,6 +100,7 @@ impl fmt::Debug for EmailConfig {
             .field("host", &self.host)
             .field("port", &self.port)
             .field("tls", &self.tls)
+            .field("ca_file", &self.ca_file)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("from", &self.from)

@@ -6,10 +6,10 @@
 //!   attempt, and the header and body encoding rules.
 //! - [`error`]: [`EmailError`] and its classification into
 //!   [`DeliveryError`]s.
-//! - [`session`]: plain and STARTTLS sessions on sockets with `TCP_NODELAY`.
+//! - [`session`]: plain, STARTTLS and implicit-TLS sessions on sockets with
+//!   `TCP_NODELAY`, kept open between emails.
 //! - This module: [`EmailChannel`], which validates the configuration once
-//!   at construction and sends through a session, or through lettre's SMTP
-//!   transport for implicit TLS.
+//!   at construction and sends through a session.
 //!
 //! Outcomes: the server's final `250` is delivered. 4xx replies, connection
 //! failures and timeouts are transient. 5xx replies, an invalid address and
@@ -21,37 +21,32 @@ pub mod message;
 mod session;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::TlsParameters;
+use lettre::transport::smtp::client::{Certificate, TlsParameters};
 use lettre::transport::smtp::response::Response;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use notify_core::{Channel, ChannelKind, DeliveryError, Notification, Receipt};
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 
 pub use config::{EmailConfig, TlsMode};
 pub use error::{EmailError, HeaderField};
 
 use error::sanitize_server_text;
 use message::Sender;
-use session::{SessionError, SmtpSessions};
+use session::{Security, SessionError, SmtpSessions};
 
 /// Provider name in receipts.
 const PROVIDER: &str = "smtp";
 
-/// The channel's connection to its SMTP server.
-enum Transport {
-    /// Plain SMTP or STARTTLS, on sockets with `TCP_NODELAY`.
-    Sessions(SmtpSessions),
-    /// Implicit TLS, through lettre's transport.
-    Lettre(AsyncSmtpTransport<Tokio1Executor>),
-}
-
 /// The email [`Channel`] plugin.
 pub struct EmailChannel {
-    transport: Transport,
+    sessions: SmtpSessions,
     sender: Sender,
     /// `host:port`, for error messages.
     server: String,
@@ -92,7 +87,11 @@ impl EmailChannel {
         let credentials = credentials(config, host)?;
         let timeout = Duration::from_secs(config.timeout_secs);
 
-        let transport = match config.tls {
+        let extra_roots = match &config.ca_file {
+            Some(path) => read_certificates(path)?,
+            None => Vec::new(),
+        };
+        let security = match config.tls {
             TlsMode::None => {
                 if !is_loopback(host) {
                     tracing::warn!(
@@ -101,27 +100,27 @@ impl EmailChannel {
                         "email channel sends over SMTP without TLS (`tls = \"none\"`)"
                     );
                 }
-                Transport::Sessions(SmtpSessions::new(host, config.port, None, credentials))
+                Security::None
             }
             TlsMode::Starttls => {
-                let tls = TlsParameters::new(host.to_owned()).map_err(|err| tls_setup(host, &err))?;
-                Transport::Sessions(SmtpSessions::new(host, config.port, Some(tls), credentials))
-            }
-            TlsMode::Tls => {
-                let builder = AsyncSmtpTransport::<Tokio1Executor>::relay(host)
-                    .map_err(|err| tls_setup(host, &err))?;
-                // lettre applies this timeout to connecting only; `send`
-                // bounds the whole delivery with the same duration.
-                let mut builder = builder.port(config.port).timeout(Some(timeout));
-                if let Some(credentials) = credentials {
-                    builder = builder.credentials(credentials);
+                let mut builder = TlsParameters::builder(host.to_owned());
+                for certificate in &extra_roots {
+                    let certificate = Certificate::from_der(certificate.to_vec()).map_err(|err| tls_setup(host, &err))?;
+                    builder = builder.add_root_certificate(certificate);
                 }
-                Transport::Lettre(builder.build())
+                Security::StartTls(builder.build().map_err(|err| tls_setup(host, &err))?)
             }
+            TlsMode::Tls => Security::ImplicitTls {
+                config: implicit_tls_config(host, extra_roots)?,
+                server_name: ServerName::try_from(host.to_owned()).map_err(|err| EmailError::TlsSetup {
+                    host: host.to_owned(),
+                    reason: err.to_string(),
+                })?,
+            },
         };
 
         Ok(EmailChannel {
-            transport,
+            sessions: SmtpSessions::new(host, config.port, security, credentials),
             sender,
             server: format!("{host}:{}", config.port),
             timeout,
@@ -173,22 +172,14 @@ impl EmailChannel {
     /// Hands the email to the SMTP server.
     async fn transmit(&self, email: lettre::Message) -> Result<Response, EmailError> {
         let seconds = self.timeout.as_secs();
-        match &self.transport {
-            Transport::Sessions(sessions) => {
-                let raw = email.formatted();
-                sessions.send(email.envelope(), &raw).await.map_err(|err| match err {
-                    SessionError::Connect(err) => EmailError::Connection {
-                        server: self.server.clone(),
-                        reason: err.to_string(),
-                    },
-                    SessionError::Smtp(err) => EmailError::from_smtp(&err, &self.server, seconds),
-                })
-            }
-            Transport::Lettre(transport) => transport
-                .send(email)
-                .await
-                .map_err(|err| EmailError::from_smtp(&err, &self.server, seconds)),
-        }
+        let raw = email.formatted();
+        self.sessions.send(email.envelope(), &raw).await.map_err(|err| match err {
+            SessionError::Connect(err) => EmailError::Connection {
+                server: self.server.clone(),
+                reason: err.to_string(),
+            },
+            SessionError::Smtp(err) => EmailError::from_smtp(&err, &self.server, seconds),
+        })
     }
 }
 
@@ -207,6 +198,35 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> EmailError {
         key,
         reason: reason.into(),
     }
+}
+
+/// Reads the certificates of `ca_file`.
+fn read_certificates(path: &str) -> Result<Vec<CertificateDer<'static>>, EmailError> {
+    let pem = std::fs::read(path).map_err(|err| invalid("ca_file", format!("cannot read `{path}`: {err}")))?;
+    let certificates = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| invalid("ca_file", format!("`{path}` is not a PEM file of certificates: {err}")))?;
+    if certificates.is_empty() {
+        return Err(invalid("ca_file", format!("`{path}` contains no certificate")));
+    }
+    Ok(certificates)
+}
+
+/// TLS 1.2 or 1.3 with the ring backend, trusting the public roots and
+/// `extra_roots`, as lettre sets up STARTTLS.
+fn implicit_tls_config(host: &str, extra_roots: Vec<CertificateDer<'static>>) -> Result<Arc<ClientConfig>, EmailError> {
+    let setup_error = |reason: String| EmailError::TlsSetup { host: host.to_owned(), reason };
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for certificate in extra_roots {
+        roots.add(certificate).map_err(|err| setup_error(format!("invalid certificate in `ca_file`: {err}")))?;
+    }
+    let config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|err| setup_error(err.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 fn tls_setup(host: &str, err: &lettre::transport::smtp::Error) -> EmailError {

@@ -6,28 +6,48 @@
 //! write waits until the server acknowledges the first, and a server with
 //! no reply to send yet delays that acknowledgement (about 40 ms on Linux):
 //! one stall per email. lettre's transport opens its sockets itself and
-//! offers no way to set the option, so plain and STARTTLS sessions are run
-//! here with lettre's connection type. Implicit TLS still goes through
-//! lettre's transport.
+//! offers no way to set the option, so every session runs here with
+//! lettre's connection type: plain, STARTTLS, or implicit TLS, where the TLS
+//! handshake on the socket comes first.
 //!
 //! A session that delivered an email stays open for the next one, which
-//! saves the connection, greeting, STARTTLS and AUTH round trips. Before
-//! reuse it must accept a NOOP; a failed send closes it.
+//! saves the connection, greeting, TLS and AUTH round trips. Before reuse it
+//! must accept a NOOP; a failed send closes it.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::response::Response;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::ClientConfig;
+use tokio_rustls::TlsConnector;
+
+/// Protection of a session's connection.
+pub(super) enum Security {
+    None,
+    /// STARTTLS after the greeting, which the server must offer.
+    StartTls(TlsParameters),
+    /// TLS from the first byte, checked against `config`'s root certificates.
+    ImplicitTls { config: Arc<ClientConfig>, server_name: ServerName<'static> },
+}
 
 /// Failure of a session before the server accepted the email.
 #[derive(Debug)]
 pub(super) enum SessionError {
-    /// The TCP connection could not be opened or set up.
+    /// The TCP connection could not be opened or set up, or its implicit
+    /// TLS handshake failed.
     Connect(std::io::Error),
     /// The SMTP exchange failed: a reply, TLS, or the connection.
     Smtp(lettre::transport::smtp::Error),
@@ -50,19 +70,18 @@ const MAX_IDLE_AGE: Duration = Duration::from_secs(30);
 pub(super) struct SmtpSessions {
     host: String,
     port: u16,
-    /// Set for STARTTLS, which is then required.
-    starttls: Option<TlsParameters>,
+    security: Security,
     credentials: Option<Credentials>,
     hello: ClientId,
     idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
 }
 
 impl SmtpSessions {
-    pub fn new(host: &str, port: u16, starttls: Option<TlsParameters>, credentials: Option<Credentials>) -> SmtpSessions {
+    pub fn new(host: &str, port: u16, security: Security, credentials: Option<Credentials>) -> SmtpSessions {
         SmtpSessions {
             host: host.to_owned(),
             port,
-            starttls,
+            security,
             credentials,
             hello: ClientId::default(),
             idle: Mutex::new(Vec::new()),
@@ -92,14 +111,23 @@ impl SmtpSessions {
         }
     }
 
-    /// Connects, then upgrades to TLS and authenticates as configured.
-    // NOTE: the test SMTP server speaks neither STARTTLS nor AUTH, so these
-    // two steps have run in tests only where STARTTLS is required and missing.
+    /// Connects, sets up TLS and authenticates as configured.
+    // NOTE: the test SMTP server speaks implicit TLS but neither STARTTLS nor
+    // AUTH, so these two steps have run in tests only where STARTTLS is
+    // required and missing.
     async fn open(&self) -> Result<AsyncSmtpConnection, SessionError> {
         let stream = TcpStream::connect((self.host.as_str(), self.port)).await.map_err(SessionError::Connect)?;
         stream.set_nodelay(true).map_err(SessionError::Connect)?;
-        let mut connection = AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello).await?;
-        if let Some(tls) = &self.starttls {
+        let transport: Box<dyn AsyncTokioStream> = match &self.security {
+            Security::ImplicitTls { config, server_name } => {
+                let connector = TlsConnector::from(Arc::clone(config));
+                let tls = connector.connect(server_name.clone(), stream).await.map_err(SessionError::Connect)?;
+                Box::new(ImplicitTlsStream(tls))
+            }
+            Security::None | Security::StartTls(_) => Box::new(stream),
+        };
+        let mut connection = AsyncSmtpConnection::connect_with_transport(transport, &self.hello).await?;
+        if let Security::StartTls(tls) = &self.security {
             connection.starttls(tls.clone(), &self.hello).await?;
         }
         if let Some(credentials) = &self.credentials {
@@ -133,5 +161,39 @@ impl SmtpSessions {
         // Every change under the lock is a single push or pop, so a
         // poisoned lock still holds a consistent list.
         self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A TLS connection to the server, for lettre's connection type.
+///
+/// lettre counts it as unencrypted, because it did not set up the TLS
+/// itself. That only keeps it from offering STARTTLS on top, which an
+/// implicit-TLS session never requests.
+#[derive(Debug)]
+struct ImplicitTlsStream(TlsStream<TcpStream>);
+
+impl AsyncTokioStream for ImplicitTlsStream {
+    fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.0.get_ref().0.peer_addr()
+    }
+}
+
+impl AsyncRead for ImplicitTlsStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ImplicitTlsStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }
