@@ -703,3 +703,83 @@ fn ca_file_without_certificate_is_invalid_config() {
     assert!(err.to_string().contains("no certificate"), "{err}");
     std::fs::remove_file(path).expect("remove the file");
 }
+
+async fn start_submission_server() -> SmtpServer {
+    let options = notify_testkit::ServerOptions {
+        tls: notify_testkit::ServerTls::StartTls,
+        credentials: Some(("mailer".to_owned(), "s3cret".to_owned())),
+    };
+    SmtpServer::start_with("127.0.0.1:0", options).await.expect("bind the STARTTLS SMTP server")
+}
+
+fn submission_config(server: &SmtpServer, ca_file: &std::path::Path, password: &str) -> EmailConfig {
+    EmailConfig {
+        tls: TlsMode::Starttls,
+        ca_file: Some(ca_file.display().to_string()),
+        username: Some("mailer".to_owned()),
+        password: Some(password.to_owned()),
+        ..config_for(server.addr().port())
+    }
+}
+
+#[tokio::test]
+async fn starttls_and_auth_deliver_on_one_session() {
+    let server = start_submission_server().await;
+    let ca_file = test_ca_file("starttls");
+    let channel = EmailChannel::new(&submission_config(&server, &ca_file, "s3cret")).expect("valid email config");
+
+    for subject in ["First", "Second"] {
+        channel
+            .send(&notification(None, subject, "text", None))
+            .await
+            .expect("email accepted after STARTTLS and AUTH");
+    }
+
+    let messages = server.wait_for(2, WAIT).await;
+    assert_eq!(messages.len(), 2);
+    for message in &messages {
+        assert!(message.tls, "sent after STARTTLS");
+        assert_eq!(message.authenticated_as.as_deref(), Some("mailer"));
+    }
+    assert_eq!(server.sessions(), 1, "the second email reuses the session");
+    std::fs::remove_file(ca_file).expect("remove the test CA");
+}
+
+#[tokio::test]
+async fn wrong_smtp_password_is_permanent() {
+    let server = start_submission_server().await;
+    let ca_file = test_ca_file("wrong-password");
+    let channel = EmailChannel::new(&submission_config(&server, &ca_file, "wrong")).expect("valid email config");
+
+    let err = channel
+        .send(&notification(None, "Order A-100", "text", None))
+        .await
+        .expect_err("the server rejects the password");
+
+    assert!(!err.is_transient(), "{err}");
+    assert_eq!(err.kind(), FailureKind::Configuration);
+    assert!(server.messages().is_empty());
+    std::fs::remove_file(ca_file).expect("remove the test CA");
+}
+
+#[tokio::test]
+async fn missing_credentials_are_permanent() {
+    let server = start_submission_server().await;
+    let ca_file = test_ca_file("no-credentials");
+    let config = EmailConfig {
+        username: None,
+        password: None,
+        ..submission_config(&server, &ca_file, "unused")
+    };
+    let channel = EmailChannel::new(&config).expect("valid email config");
+
+    let err = channel
+        .send(&notification(None, "Order A-100", "text", None))
+        .await
+        .expect_err("the server requires AUTH");
+
+    assert!(!err.is_transient(), "{err}");
+    assert_eq!(err.kind(), FailureKind::Configuration);
+    assert!(server.messages().is_empty());
+    std::fs::remove_file(ca_file).expect("remove the test CA");
+}

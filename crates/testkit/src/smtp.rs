@@ -30,6 +30,9 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+
 /// Largest message the server accepts, in octets after dot-unstuffing; EHLO
 /// advertises it as `SIZE`.
 pub const MAX_MESSAGE_SIZE: usize = 10 * 1024 * 1024;
@@ -62,6 +65,31 @@ pub struct ReceivedMail {
     /// Message content as received after DATA, dot-unstuffed, up to and
     /// including the CRLF before the final `.`.
     pub data: Vec<u8>,
+    /// The session ran over TLS, implicit or after STARTTLS.
+    pub tls: bool,
+    /// User name the session authenticated with, when it used AUTH.
+    pub authenticated_as: Option<String>,
+}
+
+/// Transport security of a test server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ServerTls {
+    /// Plain SMTP only.
+    #[default]
+    None,
+    /// TLS from the first byte (RFC 8314).
+    Implicit,
+    /// Plain SMTP that offers STARTTLS (RFC 3207).
+    StartTls,
+}
+
+/// Transport security and authentication of a test server.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    pub tls: ServerTls,
+    /// User name and password that `AUTH PLAIN` must present before MAIL.
+    /// AUTH is offered only over TLS, as public submission servers do.
+    pub credentials: Option<(String, String)>,
 }
 
 /// A point in the SMTP transaction where a test can replace the server's reply.
@@ -132,6 +160,9 @@ struct Shared {
     scripted: Mutex<HashMap<Stage, VecDeque<Reply>>>,
     /// Connections accepted so far.
     sessions: AtomicUsize,
+    /// Set when sessions offer STARTTLS.
+    starttls: Option<TlsAcceptor>,
+    credentials: Option<(String, String)>,
 }
 
 impl Shared {
@@ -168,7 +199,7 @@ impl SmtpServer {
     ///
     /// Returns the error of binding the socket, for example when the port is in use.
     pub async fn start(addr: impl ToSocketAddrs) -> io::Result<SmtpServer> {
-        SmtpServer::listen(addr, None).await
+        SmtpServer::start_with(addr, ServerOptions::default()).await
     }
 
     /// Like [`SmtpServer::start`], but every connection speaks TLS from the
@@ -180,18 +211,39 @@ impl SmtpServer {
     ///
     /// Returns the error of binding the socket.
     pub async fn start_implicit_tls(addr: impl ToSocketAddrs) -> io::Result<SmtpServer> {
-        SmtpServer::listen(addr, Some(test_tls_acceptor()?)).await
+        let options = ServerOptions {
+            tls: ServerTls::Implicit,
+            ..ServerOptions::default()
+        };
+        SmtpServer::start_with(addr, options).await
     }
 
-    async fn listen(addr: impl ToSocketAddrs, tls: Option<TlsAcceptor>) -> io::Result<SmtpServer> {
+    /// Like [`SmtpServer::start`], with the transport security and
+    /// authentication of `options`. TLS, implicit or after STARTTLS, uses
+    /// the certificate described at [`SmtpServer::start_implicit_tls`].
+    ///
+    /// # Errors
+    ///
+    /// Returns the error of binding the socket.
+    pub async fn start_with(addr: impl ToSocketAddrs, options: ServerOptions) -> io::Result<SmtpServer> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
+        let acceptor = match options.tls {
+            ServerTls::None => None,
+            ServerTls::Implicit | ServerTls::StartTls => Some(test_tls_acceptor()?),
+        };
+        let (implicit, starttls) = match options.tls {
+            ServerTls::Implicit => (acceptor, None),
+            _ => (None, acceptor),
+        };
         let shared = Arc::new(Shared {
             mailbox: watch::Sender::new(Vec::new()),
             scripted: Mutex::new(HashMap::new()),
             sessions: AtomicUsize::new(0),
+            starttls,
+            credentials: options.credentials,
         });
-        let listener = tokio::spawn(accept_loop(listener, Arc::clone(&shared), tls));
+        let listener = tokio::spawn(accept_loop(listener, Arc::clone(&shared), implicit));
         Ok(SmtpServer {
             addr,
             shared,
@@ -310,10 +362,10 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tls: Option<Tls
                     // else to report.
                     let _ = match tls {
                         Some(tls) => match tls.accept(stream).await {
-                            Ok(stream) => run_session(stream, &shared).await,
+                            Ok(stream) => run_session(Box::new(stream), true, &shared).await,
                             Err(err) => Err(err),
                         },
-                        None => run_session(stream, &shared).await,
+                        None => run_session(Box::new(stream), false, &shared).await,
                     };
                 });
             }
@@ -332,7 +384,21 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tls: Option<Tls
 enum Next {
     ReadCommand,
     ReadData,
+    /// The TLS handshake of STARTTLS.
+    StartTls,
     Close,
+}
+
+/// A connection, plain or TLS, so that STARTTLS can replace one by the other.
+trait Connection: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Connection for T {}
+
+/// The end of [`serve`].
+enum Served {
+    Closed,
+    /// The client asked for STARTTLS; the plain connection is handed back.
+    StartTls(Box<dyn Connection>),
 }
 
 /// The envelope of the transaction in progress.
@@ -351,6 +417,9 @@ struct Session<'a> {
     /// Set by HELO or EHLO; `Some(true)` after EHLO, which enables extensions.
     extended: Option<bool>,
     transaction: Option<Transaction>,
+    tls: bool,
+    /// User name accepted by AUTH.
+    authenticated_as: Option<String>,
 }
 
 /// Facts the data reader collects about a message while reading it.
@@ -360,20 +429,48 @@ struct DataOutcome {
     too_large: bool,
 }
 
-async fn run_session(stream: impl AsyncRead + AsyncWrite, shared: &Shared) -> io::Result<()> {
-    let (read_half, mut writer) = tokio::io::split(stream);
-    let mut reader = BufReader::new(read_half);
+async fn run_session(stream: Box<dyn Connection>, tls: bool, shared: &Shared) -> io::Result<()> {
     let mut session = Session {
         shared,
         extended: None,
         transaction: None,
+        tls,
+        authenticated_as: None,
     };
+    let mut stream = stream;
+    let mut greet = true;
+    loop {
+        match serve(stream, &mut session, greet).await? {
+            Served::Closed => return Ok(()),
+            Served::StartTls(plain) => {
+                let Some(acceptor) = &shared.starttls else {
+                    return Ok(());
+                };
+                stream = Box::new(acceptor.accept(plain).await?);
+                // RFC 3207 section 4.2: the client starts over with EHLO, and
+                // nothing learned before the handshake counts.
+                session.extended = None;
+                session.transaction = None;
+                session.authenticated_as = None;
+                session.tls = true;
+                greet = false;
+            }
+        }
+    }
+}
 
-    send(
-        &mut writer,
-        &format!("220 {SERVER_NAME} ESMTP notify-testkit ready\r\n"),
-    )
-    .await?;
+/// Runs the command loop on one connection until it closes or the client
+/// asks for STARTTLS.
+async fn serve(stream: Box<dyn Connection>, session: &mut Session<'_>, greet: bool) -> io::Result<Served> {
+    let (read_half, mut writer) = tokio::io::split(stream);
+    let mut reader = BufReader::new(read_half);
+    if greet {
+        send(
+            &mut writer,
+            &format!("220 {SERVER_NAME} ESMTP notify-testkit ready\r\n"),
+        )
+        .await?;
+    }
     loop {
         let line = match with_idle_timeout(read_command_line(&mut reader)).await {
             Some(Ok(CommandLine::Line(line))) => line,
@@ -381,7 +478,7 @@ async fn run_session(stream: impl AsyncRead + AsyncWrite, shared: &Shared) -> io
                 send(&mut writer, "500 5.5.2 line too long\r\n").await?;
                 continue;
             }
-            Some(Ok(CommandLine::Eof)) => return Ok(()),
+            Some(Ok(CommandLine::Eof)) => return Ok(Served::Closed),
             Some(Err(err)) => return Err(err),
             None => {
                 send(
@@ -389,7 +486,7 @@ async fn run_session(stream: impl AsyncRead + AsyncWrite, shared: &Shared) -> io
                     "421 4.4.2 idle timeout, closing connection\r\n",
                 )
                 .await?;
-                return Ok(());
+                return Ok(Served::Closed);
             }
         };
 
@@ -397,7 +494,16 @@ async fn run_session(stream: impl AsyncRead + AsyncWrite, shared: &Shared) -> io
         send(&mut writer, &reply).await?;
         match next {
             Next::ReadCommand => {}
-            Next::Close => return Ok(()),
+            Next::Close => return Ok(Served::Closed),
+            Next::StartTls => {
+                // A client that sent more after STARTTLS, before the
+                // handshake, could slip commands into the TLS session
+                // (RFC 3207 section 5), so the connection ends.
+                if !reader.buffer().is_empty() {
+                    return Ok(Served::Closed);
+                }
+                return Ok(Served::StartTls(reader.into_inner().unsplit(writer)));
+            }
             Next::ReadData => {
                 let outcome = match with_idle_timeout(read_data(&mut reader)).await {
                     Some(outcome) => outcome?,
@@ -407,13 +513,13 @@ async fn run_session(stream: impl AsyncRead + AsyncWrite, shared: &Shared) -> io
                             "421 4.4.2 idle timeout, closing connection\r\n",
                         )
                         .await?;
-                        return Ok(());
+                        return Ok(Served::Closed);
                     }
                 };
                 let reply = session.finish_data(outcome);
                 send(&mut writer, &reply.render()).await?;
                 if reply.closes_connection() {
-                    return Ok(());
+                    return Ok(Served::Closed);
                 }
             }
         }
@@ -587,7 +693,9 @@ impl Session<'_> {
                 ),
                 Next::ReadCommand,
             ),
-            "STARTTLS" | "AUTH" | "EXPN" | "HELP" | "TURN" | "BDAT" => (
+            "STARTTLS" => self.starttls(argument),
+            "AUTH" => self.auth(argument),
+            "EXPN" | "HELP" | "TURN" | "BDAT" => (
                 reply(502, "5.5.1 command not implemented"),
                 Next::ReadCommand,
             ),
@@ -611,13 +719,19 @@ impl Session<'_> {
                 Next::ReadCommand,
             );
         }
-        let lines = [
+        let mut lines = vec![
             format!("{SERVER_NAME} greets {domain}"),
             "8BITMIME".to_owned(),
             "SMTPUTF8".to_owned(),
             format!("SIZE {MAX_MESSAGE_SIZE}"),
             "ENHANCEDSTATUSCODES".to_owned(),
         ];
+        if self.shared.starttls.is_some() && !self.tls {
+            lines.push("STARTTLS".to_owned());
+        }
+        if self.shared.credentials.is_some() && self.tls {
+            lines.push("AUTH PLAIN".to_owned());
+        }
         let mut text = String::new();
         for (index, line) in lines.iter().enumerate() {
             let separator = if index + 1 == lines.len() { ' ' } else { '-' };
@@ -626,10 +740,57 @@ impl Session<'_> {
         (text, Next::ReadCommand)
     }
 
+    fn starttls(&mut self, argument: &str) -> (String, Next) {
+        if self.shared.starttls.is_none() || self.tls {
+            return continue_with(reply(502, "5.5.1 STARTTLS not available"));
+        }
+        if !argument.is_empty() {
+            return continue_with(reply(501, "5.5.4 STARTTLS takes no argument"));
+        }
+        if self.extended != Some(true) {
+            return continue_with(reply(503, "5.5.1 send EHLO first"));
+        }
+        (reply(220, "2.0.0 ready to start TLS"), Next::StartTls)
+    }
+
+    /// Handles `AUTH PLAIN` with an initial response (RFC 4616), the only
+    /// mechanism the server offers.
+    fn auth(&mut self, argument: &str) -> (String, Next) {
+        let Some((user, password)) = &self.shared.credentials else {
+            return continue_with(reply(502, "5.5.1 AUTH not available"));
+        };
+        if !self.tls {
+            return continue_with(reply(538, "5.7.11 encryption required for AUTH"));
+        }
+        if self.extended != Some(true) {
+            return continue_with(reply(503, "5.5.1 send EHLO first"));
+        }
+        if self.authenticated_as.is_some() || self.transaction.is_some() {
+            return continue_with(reply(503, "5.5.1 AUTH not allowed now"));
+        }
+        let (mechanism, response) = argument.split_once(' ').unwrap_or((argument, ""));
+        if !mechanism.eq_ignore_ascii_case("PLAIN") {
+            return continue_with(reply(504, "5.5.4 mechanism not supported"));
+        }
+        let Ok(decoded) = BASE64.decode(response.trim()) else {
+            return continue_with(reply(501, "5.5.2 invalid base64 in AUTH PLAIN"));
+        };
+        let mut parts = decoded.split(|byte| *byte == 0);
+        let (_authorization, given_user, given_password) = (parts.next(), parts.next(), parts.next());
+        if given_user == Some(user.as_bytes()) && given_password == Some(password.as_bytes()) && parts.next().is_none() {
+            self.authenticated_as = Some(user.clone());
+            return continue_with(reply(235, "2.7.0 authentication succeeded"));
+        }
+        continue_with(reply(535, "5.7.8 authentication credentials invalid"))
+    }
+
     fn mail(&mut self, argument: &str) -> (String, Next) {
         let Some(extended) = self.extended else {
             return continue_with(reply(503, "5.5.1 send EHLO or HELO first"));
         };
+        if self.shared.credentials.is_some() && self.authenticated_as.is_none() {
+            return continue_with(reply(530, "5.7.0 authentication required"));
+        }
         if self.transaction.is_some() {
             return continue_with(reply(503, "5.5.1 nested MAIL command"));
         }
@@ -788,6 +949,8 @@ impl Session<'_> {
                 mail_from: transaction.mail_from,
                 rcpt_to: transaction.rcpt_to,
                 data: outcome.data,
+                tls: self.tls,
+                authenticated_as: self.authenticated_as.clone(),
             });
         }
         reply

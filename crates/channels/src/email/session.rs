@@ -112,9 +112,6 @@ impl SmtpSessions {
     }
 
     /// Connects, sets up TLS and authenticates as configured.
-    // NOTE: the test SMTP server speaks implicit TLS but neither STARTTLS nor
-    // AUTH, so these two steps have run in tests only where STARTTLS is
-    // required and missing.
     async fn open(&self) -> Result<AsyncSmtpConnection, SessionError> {
         let stream = TcpStream::connect((self.host.as_str(), self.port)).await.map_err(SessionError::Connect)?;
         stream.set_nodelay(true).map_err(SessionError::Connect)?;
