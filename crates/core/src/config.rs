@@ -264,7 +264,9 @@ impl AdminConfig {
 }
 
 /// The fan-out stage: domain events in, dispatch messages out.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+///
+/// `Debug` prints `<redacted>` in place of the database URL and the API token.
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FanoutConfig {
     /// Whether this instance runs the fan-out stage.
@@ -278,6 +280,25 @@ pub struct FanoutConfig {
     pub database_url: String,
     /// Address of the contacts HTTP API; empty disables it.
     pub api_listen: String,
+    /// Bearer token that every contacts API request must present as
+    /// `Authorization: Bearer <token>`, usually set through the environment
+    /// variable `NOTIFY__FANOUT__API_TOKEN`. Empty accepts requests without
+    /// one.
+    pub api_token: String,
+}
+
+impl std::fmt::Debug for FanoutConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |value: &str| if value.is_empty() { "" } else { "<redacted>" };
+        f.debug_struct("FanoutConfig")
+            .field("enabled", &self.enabled)
+            .field("routes_file", &self.routes_file)
+            .field("queue", &self.queue)
+            .field("database_url", &redacted(&self.database_url))
+            .field("api_listen", &self.api_listen)
+            .field("api_token", &redacted(&self.api_token))
+            .finish()
+    }
 }
 
 impl Default for FanoutConfig {
@@ -288,6 +309,7 @@ impl Default for FanoutConfig {
             queue: "notify.fanout.events".to_owned(),
             database_url: "sqlite://data/contacts.db?mode=rwc".to_owned(),
             api_listen: "127.0.0.1:9465".to_owned(),
+            api_token: String::new(),
         }
     }
 }
@@ -429,6 +451,19 @@ mod tests {
         let err = Config::<NoChannels>::load(&path).unwrap_err().to_string();
         assert!(err.contains("dispatcher.concurrency"), "{err}");
         std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn fanout_debug_hides_secrets() {
+        let fanout = FanoutConfig {
+            database_url: "postgres://notify:hunter2@db/contacts".to_owned(),
+            api_token: "t0ken".to_owned(),
+            ..FanoutConfig::default()
+        };
+        let printed = format!("{fanout:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(!printed.contains("t0ken"), "{printed}");
+        assert!(printed.contains("api_listen"), "{printed}");
     }
 
     #[test]

@@ -14,10 +14,15 @@
 //! | `POST /v1/tenants/{tenant}/webhooks` | `{"url": "https://..."}` | adds a tenant webhook endpoint |
 //! | `DELETE /v1/tenants/{tenant}/webhooks` | `{"url": "https://..."}` | removes it |
 //!
-//! NOTE: the API has no authentication; bind it to a private address.
+//! With `fanout.api_token` set, every request must carry
+//! `Authorization: Bearer <token>`; others get 401. Without a token the API
+//! is open to anyone who can reach its address.
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
@@ -25,6 +30,7 @@ use notify_core::envelope::is_valid_locale;
 use notify_core::{ChannelKind, Recipient};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 use tracing::error;
 use uuid::Uuid;
@@ -38,15 +44,20 @@ use crate::store::{parse_platform, platform_name, ContactField, ContactStore, De
 /// # Errors
 ///
 /// Returns the server's I/O error.
-pub async fn serve(listener: tokio::net::TcpListener, store: ContactStore, shutdown: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, router(store))
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    store: ContactStore,
+    token: Option<Arc<str>>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(store, token))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }
 
-/// The API's routes over `store`.
-pub fn router(store: ContactStore) -> Router {
-    Router::new()
+/// The API's routes over `store`, behind a check of `token` when one is set.
+pub fn router(store: ContactStore, token: Option<Arc<str>>) -> Router {
+    let routes = Router::new()
         .route("/v1/tenants/{tenant}/users/{user}", get(get_contact).patch(patch_contact))
         .route("/v1/tenants/{tenant}/users/{user}/devices", post(add_device))
         .route("/v1/tenants/{tenant}/users/{user}/devices/{token}", delete(remove_device))
@@ -54,7 +65,28 @@ pub fn router(store: ContactStore) -> Router {
         .route("/v1/tenants/{tenant}/users/{user}/preferences/{category}/{channel}", put(set_preference))
         .route("/v1/tenants/{tenant}/users/{user}/quiet-hours", put(set_quiet_hours).delete(clear_quiet_hours))
         .route("/v1/tenants/{tenant}/webhooks", post(add_webhook).delete(remove_webhook))
-        .with_state(store)
+        .with_state(store);
+    match token {
+        Some(token) => routes.layer(middleware::from_fn_with_state(token, require_token)),
+        None => routes,
+    }
+}
+
+/// Rejects a request whose `Authorization` header is not `Bearer <token>`.
+/// The comparison takes the same time for every wrong token of a length.
+async fn require_token(State(token): State<Arc<str>>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    match presented {
+        Some(presented) if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) => next.run(request).await,
+        _ => {
+            let body = Json(json!({ "error": "missing or invalid bearer token in the Authorization header" }));
+            (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
+        }
+    }
 }
 
 /// An error response: status and a message for the caller.

@@ -59,6 +59,8 @@ pub struct Stage {
     broker: BrokerConfig,
     queue: String,
     api: Option<tokio::net::TcpListener>,
+    /// `fanout.api_token`, unless empty.
+    api_token: Option<Arc<str>>,
 }
 
 impl Stage {
@@ -84,8 +86,15 @@ impl Stage {
             let listener = tokio::net::TcpListener::bind(address)
                 .await
                 .map_err(|source| StartError::Bind { address: address.to_string(), source })?;
+            if settings.fanout.api_token.is_empty() && !address.ip().is_loopback() {
+                warn!(
+                    address = %address,
+                    "the contacts API listens beyond this host without fanout.api_token; anyone who reaches it can read and change contacts"
+                );
+            }
             Some(listener)
         };
+        let api_token = (!settings.fanout.api_token.is_empty()).then(|| Arc::from(settings.fanout.api_token.as_str()));
         let store = ContactStore::connect(&settings.fanout.database_url).await?;
         match store.prune_push_records().await {
             Ok(pruned) if pruned > 0 => info!(pruned, "forgot old push notification records"),
@@ -104,6 +113,7 @@ impl Stage {
             queue: format!("{}{}", settings.broker.queue_prefix, settings.fanout.queue),
             broker: settings.broker,
             api,
+            api_token,
         })
     }
 
@@ -127,9 +137,10 @@ impl Stage {
     pub async fn run(mut self, shutdown: CancellationToken) {
         if let Some(listener) = self.api.take() {
             let store = self.fanout.store().clone();
+            let token = self.api_token.clone();
             let stop = shutdown.clone();
             tokio::spawn(async move {
-                if let Err(err) = api::serve(listener, store, stop).await {
+                if let Err(err) = api::serve(listener, store, token, stop).await {
                     error!(error = %err, "fan-out contacts API stopped");
                 }
             });

@@ -427,3 +427,38 @@ async fn contacts_api_rejects_invalid_values() {
     assert_eq!(status, 404, "nothing was stored");
     harness.cleanup().await;
 }
+
+#[tokio::test]
+async fn api_token_is_required_when_set() {
+    let harness = Harness::start_with_api_token("t0ken-for-tests").await;
+    let contact = harness.api_url(&format!("/v1/tenants/{}/users/{}", Uuid::new_v4(), Uuid::new_v4()));
+    let client = reqwest::Client::new();
+    let patch = |authorization: Option<&str>| {
+        let mut request = client.patch(&contact).json(&json!({"email": "ada@example.com"}));
+        if let Some(authorization) = authorization {
+            request = request.header("Authorization", authorization);
+        }
+        request.send()
+    };
+
+    let missing = patch(None).await.expect("the contacts API answers");
+    assert_eq!(missing.status(), 401);
+    assert_eq!(missing.headers()["www-authenticate"], "Bearer");
+    let wrong = patch(Some("Bearer t0ken-for-test")).await.expect("the contacts API answers");
+    assert_eq!(wrong.status(), 401);
+    let not_bearer = patch(Some("Basic t0ken-for-tests")).await.expect("the contacts API answers");
+    assert_eq!(not_bearer.status(), 401);
+    let unread = client.get(&contact).send().await.expect("the contacts API answers");
+    assert_eq!(unread.status(), 401, "reads need the token too");
+
+    let accepted = patch(Some("Bearer t0ken-for-tests")).await.expect("the contacts API answers");
+    assert_eq!(accepted.status(), 204);
+    let read = client
+        .get(&contact)
+        .header("Authorization", "Bearer t0ken-for-tests")
+        .send()
+        .await
+        .expect("the contacts API answers");
+    assert_eq!(read.status(), 200);
+    harness.cleanup().await;
+}

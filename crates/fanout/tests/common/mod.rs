@@ -71,6 +71,16 @@ impl Harness {
 
     /// Starts the stage with the rules in `routes` in place of the shipped ones.
     pub async fn start_with_routes(routes: Option<&str>) -> Harness {
+        Harness::start_with(routes, "").await
+    }
+
+    /// Starts the stage with the shipped rules and a contacts API that
+    /// requires `api_token`.
+    pub async fn start_with_api_token(api_token: &str) -> Harness {
+        Harness::start_with(None, api_token).await
+    }
+
+    async fn start_with(routes: Option<&str>, api_token: &str) -> Harness {
         let id = format!("fanout-it-{}", &Uuid::new_v4().simple().to_string()[..12]);
         let routes_file = match routes {
             Some(text) => {
@@ -102,6 +112,7 @@ impl Harness {
             queue: "notify.fanout.events".to_owned(),
             database_url: format!("sqlite://{}?mode=rwc", database.display()),
             api_listen: "127.0.0.1:0".to_owned(),
+            api_token: api_token.to_owned(),
         };
         let settings = Settings { broker, fanout, producer: "notification-service".to_owned() };
         let stage = Stage::open(settings).await.expect("the stage must open");
