@@ -55,7 +55,8 @@ pub async fn serve(
         .await
 }
 
-/// The API's routes over `store`, behind a check of `token` when one is set.
+/// Builds the API's routes over `store`, behind a check of `token` when one
+/// is set.
 pub fn router(store: ContactStore, token: Option<Arc<str>>) -> Router {
     let routes = Router::new()
         .route("/v1/tenants/{tenant}/users/{user}", get(get_contact).patch(patch_contact))
