@@ -669,3 +669,53 @@ impl ConformanceHarness for Harness {
 async fn telegram_passes_conformance_kit() {
     conformance::run(&Harness).await;
 }
+
+/// Accepts the first request, fails the second with a 500, then accepts
+/// every later one; message ids count the accepted requests.
+struct SecondRequestFails(AtomicI64);
+
+impl Respond for SecondRequestFails {
+    fn respond(&self, _request: &Request) -> ResponseTemplate {
+        match self.0.fetch_add(1, Ordering::SeqCst) + 1 {
+            2 => api_error(500, "Internal Server Error"),
+            call => sent(call),
+        }
+    }
+}
+
+#[tokio::test]
+async fn retry_resumes_after_parts_already_sent() {
+    let server = MockServer::start().await;
+    mount(&server, SecondRequestFails(AtomicI64::new(0)), "sendMessage", 3).await;
+    let channel = channel(&server);
+    let long = notification(&"中".repeat(5000), ParseMode::Plain);
+
+    let error = channel.send(&long).await.expect_err("the second part fails");
+    assert!(error.is_transient(), "{error}");
+    let receipt = channel.send(&long).await.expect("the retry sends the second part");
+
+    let parts = texts(&request_bodies(&server).await);
+    assert_eq!(parts.len(), 3, "first part once, second part twice");
+    assert_eq!(parts[1], parts[2], "the retry starts at the failed part");
+    assert_ne!(parts[0], parts[2]);
+    assert_eq!(receipt.provider_message_id.as_deref(), Some("1,3"));
+    server.verify().await;
+}
+
+#[tokio::test]
+async fn changed_text_is_sent_whole_again() {
+    let server = MockServer::start().await;
+    mount(&server, SecondRequestFails(AtomicI64::new(0)), "sendMessage", 4).await;
+    let channel = channel(&server);
+    let mut long = notification(&"中".repeat(5000), ParseMode::Plain);
+
+    channel.send(&long).await.expect_err("the second part fails");
+    long.content = Content::Telegram { text: "文".repeat(5000), parse_mode: ParseMode::Plain };
+    channel.send(&long).await.expect("both parts of the new text go out");
+
+    let parts = texts(&request_bodies(&server).await);
+    assert_eq!(parts.len(), 4);
+    assert!(parts[2].starts_with('文'), "the new text starts over at its first part");
+    assert!(parts[3].starts_with('文'));
+    server.verify().await;
+}

@@ -26,6 +26,7 @@
 pub mod config;
 pub mod error;
 pub mod limiter;
+mod progress;
 pub mod split;
 
 use std::fmt;
@@ -50,6 +51,7 @@ pub use limiter::RateLimiter;
 pub use split::{split_message, SplitError, MAX_MESSAGE_UTF16};
 
 use error::{ApiFailure, Redactor, SendContext};
+use progress::SentParts;
 
 /// Provider name in receipts.
 const PROVIDER: &str = "telegram";
@@ -72,6 +74,8 @@ pub struct TelegramChannel {
     disable_link_preview: bool,
     limiter: RateLimiter,
     redactor: Redactor,
+    /// Parts of split messages sent before a failure, for their retries.
+    sent_parts: SentParts,
 }
 
 impl fmt::Debug for TelegramChannel {
@@ -129,6 +133,7 @@ impl TelegramChannel {
                 config.global_per_second,
             ),
             redactor: Redactor::new(token),
+            sent_parts: SentParts::default(),
         })
     }
 
@@ -377,11 +382,21 @@ impl Channel for TelegramChannel {
         }
 
         let key = limiter_key(chat_id);
-        let mut message_ids = Vec::with_capacity(parts.len());
-        // NOTE: when a later part fails, the retry sends the earlier parts
-        // again, so the chat shows them twice. Error messages state how many
-        // parts were already delivered.
-        for (index, part) in parts.iter().enumerate() {
+        let fingerprint = progress::fingerprint(&key, text, *parse_mode);
+        // NOTE: a retry resumes after the parts sent before a failure only in
+        // this process. A retry that another instance consumes, or one after
+        // a restart, sends the earlier parts again.
+        let (already_sent, mut message_ids) = self.sent_parts.resume(notification.notification_id, fingerprint);
+        if already_sent > 0 {
+            tracing::info!(
+                notification_id = %notification.notification_id,
+                chat = %masked_chat,
+                already_sent,
+                parts = parts.len(),
+                "resuming a split telegram message after the parts sent before"
+            );
+        }
+        for (index, part) in parts.iter().enumerate().skip(already_sent) {
             let context = SendContext {
                 masked_chat: &masked_chat,
                 part: index + 1,
@@ -390,8 +405,13 @@ impl Channel for TelegramChannel {
             };
             let payload = self.payload(chat_id, part, *parse_mode);
             self.limiter.acquire(&key).await;
-            if let Some(id) = self.send_part(&payload, &context).await? {
-                message_ids.push(id);
+            match self.send_part(&payload, &context).await {
+                Ok(Some(id)) => message_ids.push(id),
+                Ok(None) => {}
+                Err(err) => {
+                    self.sent_parts.record(notification.notification_id, fingerprint, index, message_ids);
+                    return Err(err);
+                }
             }
         }
 
