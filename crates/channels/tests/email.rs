@@ -659,7 +659,10 @@ async fn implicit_tls_rejects_untrusted_certificate() {
         .await
         .expect_err("the test CA is not among the public roots");
 
-    assert!(err.message().contains("certificate"), "{err}");
+    assert!(!err.is_transient(), "{err}");
+    assert_eq!(err.kind(), FailureKind::Configuration);
+    assert_eq!(err.code(), Some("tls_certificate"));
+    assert!(err.message().contains("ca_file"), "{err}");
     assert!(server.messages().is_empty());
 }
 
@@ -782,4 +785,60 @@ async fn missing_credentials_are_permanent() {
     assert_eq!(err.kind(), FailureKind::Configuration);
     assert!(server.messages().is_empty());
     std::fs::remove_file(ca_file).expect("remove the test CA");
+}
+
+#[tokio::test]
+async fn starttls_rejects_untrusted_certificate() {
+    let server = start_submission_server().await;
+    let config = EmailConfig {
+        tls: TlsMode::Starttls,
+        username: Some("mailer".to_owned()),
+        password: Some("s3cret".to_owned()),
+        ..config_for(server.addr().port())
+    };
+    let channel = EmailChannel::new(&config).expect("valid email config");
+
+    let err = channel
+        .send(&notification(None, "Order A-100", "text", None))
+        .await
+        .expect_err("the test CA is not among the public roots");
+
+    assert!(!err.is_transient(), "{err}");
+    assert_eq!(err.kind(), FailureKind::Configuration);
+    assert_eq!(err.code(), Some("tls_certificate"));
+    assert!(server.messages().is_empty());
+}
+
+#[test]
+fn ca_file_is_rejected_where_it_cannot_apply() {
+    let without_tls = EmailConfig {
+        tls: TlsMode::None,
+        ca_file: Some("crates/testkit/certs/ca.pem".to_owned()),
+        ..config_for(25)
+    };
+    let err = EmailChannel::new(&without_tls).expect_err("no TLS to apply it to");
+    assert!(err.to_string().contains("tls = \"none\""), "{err}");
+
+    let empty = EmailConfig {
+        tls: TlsMode::Tls,
+        ca_file: Some(String::new()),
+        ..config_for(465)
+    };
+    let err = EmailChannel::new(&empty).expect_err("an empty path names no file");
+    assert!(err.to_string().contains("is empty"), "{err}");
+}
+
+#[test]
+fn broken_certificate_in_ca_file_is_invalid_config() {
+    let path = std::env::temp_dir().join(format!("notify-channels-broken-ca-{}.pem", std::process::id()));
+    std::fs::write(&path, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").expect("write the file");
+    let config = EmailConfig {
+        tls: TlsMode::Starttls,
+        ca_file: Some(path.display().to_string()),
+        ..config_for(587)
+    };
+    let err = EmailChannel::new(&config).expect_err("the certificate cannot be parsed");
+    assert!(err.to_string().contains("ca_file"), "{err}");
+    assert!(err.to_string().contains("certificate 1"), "{err}");
+    std::fs::remove_file(path).expect("remove the file");
 }

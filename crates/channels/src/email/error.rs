@@ -8,6 +8,7 @@ use std::fmt;
 
 use notify_core::recipient::mask_email;
 use notify_core::{DeliveryError, FailureKind, Retryability};
+use tokio_rustls::rustls;
 
 /// Maximum number of characters of a server reply quoted in a message.
 const REPLY_EXCERPT_CHARS: usize = 200;
@@ -66,6 +67,11 @@ pub enum EmailError {
     #[error("SMTP connection to {server} failed: {reason}")]
     Connection { server: String, reason: String },
 
+    /// The server's TLS certificate failed verification: a wrong `host`, a
+    /// missing `ca_file`, or an expired certificate.
+    #[error("SMTP server {server} presented a certificate that failed verification: {reason}; check `host` and `ca_file`")]
+    Certificate { server: String, reason: String },
+
     #[error("SMTP server {server} did not accept the email within {seconds} s")]
     Timeout { server: String, seconds: u64 },
 
@@ -104,6 +110,12 @@ impl EmailError {
                 reason: sanitize_server_text(&err.to_string()),
             };
         }
+        if let Some(reason) = certificate_failure(err) {
+            return EmailError::Certificate {
+                server: server.to_owned(),
+                reason,
+            };
+        }
         // Connection, network, TLS and reply-parsing errors, and a shut-down transport.
         EmailError::Connection {
             server: server.to_owned(),
@@ -137,10 +149,30 @@ impl EmailError {
                 _ => (FailureKind::Unavailable, TRANSIENT),
             },
             EmailError::Connection { .. } => (FailureKind::Unavailable, TRANSIENT),
+            EmailError::Certificate { .. } => (FailureKind::Configuration, PERMANENT),
             EmailError::Timeout { .. } => (FailureKind::Timeout, TRANSIENT),
             EmailError::Client { .. } => (FailureKind::Configuration, PERMANENT),
         }
     }
+}
+
+/// Returns the reason when `err` or one of its causes is a failed
+/// verification of the server's certificate. rustls reports it as
+/// `InvalidCertificate`, which tokio-rustls wraps in an `io::Error`.
+pub(super) fn certificate_failure(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut current = Some(err);
+    while let Some(error) = current {
+        if let Some(rustls::Error::InvalidCertificate(reason)) = error.downcast_ref::<rustls::Error>() {
+            return Some(format!("{reason:?}"));
+        }
+        if let Some(inner) = error.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref) {
+            if let Some(reason) = certificate_failure(inner) {
+                return Some(reason);
+            }
+        }
+        current = error.source();
+    }
+    None
 }
 
 /// Reply codes of SMTP AUTH (RFC 4954) that mean the configured credentials
@@ -162,6 +194,7 @@ impl From<EmailError> for DeliveryError {
         };
         match err {
             EmailError::Reply { code, .. } => delivery_error.with_code(format!("smtp_{code}")),
+            EmailError::Certificate { .. } => delivery_error.with_code("tls_certificate"),
             _ => delivery_error,
         }
     }

@@ -88,6 +88,12 @@ impl EmailChannel {
         let timeout = Duration::from_secs(config.timeout_secs);
 
         let extra_roots = match &config.ca_file {
+            Some(_) if config.tls == TlsMode::None => {
+                return Err(invalid("ca_file", "has no effect with `tls = \"none\"`; remove it, or use `starttls` or `tls`"));
+            }
+            Some(path) if path.trim().is_empty() => {
+                return Err(invalid("ca_file", "is empty; name a PEM file of certificates or remove the key"));
+            }
             Some(path) => read_certificates(path)?,
             None => Vec::new(),
         };
@@ -178,6 +184,16 @@ impl EmailChannel {
                 server: self.server.clone(),
                 reason: err.to_string(),
             },
+            SessionError::Tls(err) => match error::certificate_failure(&err) {
+                Some(reason) => EmailError::Certificate {
+                    server: self.server.clone(),
+                    reason,
+                },
+                None => EmailError::Connection {
+                    server: self.server.clone(),
+                    reason: format!("TLS handshake failed: {err}"),
+                },
+            },
             SessionError::Smtp(err) => EmailError::from_smtp(&err, &self.server, seconds),
         })
     }
@@ -208,6 +224,13 @@ fn read_certificates(path: &str) -> Result<Vec<CertificateDer<'static>>, EmailEr
         .map_err(|err| invalid("ca_file", format!("`{path}` is not a PEM file of certificates: {err}")))?;
     if certificates.is_empty() {
         return Err(invalid("ca_file", format!("`{path}` contains no certificate")));
+    }
+    // Parsing each one as a trust anchor now reports a broken certificate at
+    // start-up, where lettre would skip it and fail every STARTTLS send.
+    for (index, certificate) in certificates.iter().enumerate() {
+        RootCertStore::empty()
+            .add(certificate.clone())
+            .map_err(|err| invalid("ca_file", format!("certificate {} of `{path}` is invalid: {err}", index + 1)))?;
     }
     Ok(certificates)
 }

@@ -46,9 +46,10 @@ pub(super) enum Security {
 /// Failure of a session before the server accepted the email.
 #[derive(Debug)]
 pub(super) enum SessionError {
-    /// The TCP connection could not be opened or set up, or its implicit
-    /// TLS handshake failed.
+    /// The TCP connection could not be opened or set up.
     Connect(std::io::Error),
+    /// The implicit-TLS handshake failed.
+    Tls(std::io::Error),
     /// The SMTP exchange failed: a reply, TLS, or the connection.
     Smtp(lettre::transport::smtp::Error),
 }
@@ -118,7 +119,7 @@ impl SmtpSessions {
         let transport: Box<dyn AsyncTokioStream> = match &self.security {
             Security::ImplicitTls { config, server_name } => {
                 let connector = TlsConnector::from(Arc::clone(config));
-                let tls = connector.connect(server_name.clone(), stream).await.map_err(SessionError::Connect)?;
+                let tls = connector.connect(server_name.clone(), stream).await.map_err(SessionError::Tls)?;
                 Box::new(ImplicitTlsStream(tls))
             }
             Security::None | Security::StartTls(_) => Box::new(stream),
