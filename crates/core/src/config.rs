@@ -363,11 +363,23 @@ impl<C> Config<C> {
     /// Returns the first invalid key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: &str, reason: &str| Err(ConfigError::Invalid { key: key.to_owned(), reason: reason.to_owned() });
+        // HTTP strips spaces around header values, so such a token could
+        // never match and would lock every client out.
+        if self.fanout.api_token.trim() != self.fanout.api_token {
+            return invalid("fanout.api_token", "has spaces or a line break at its start or end; remove them");
+        }
         if self.dispatcher.prefetch == 0 || self.dispatcher.prefetch > MAX_PREFETCH {
             return invalid("dispatcher.prefetch", &format!("must be from 1 to {MAX_PREFETCH}"));
         }
         if self.dispatcher.concurrency == 0 || self.dispatcher.concurrency > usize::from(self.dispatcher.prefetch) {
-            return invalid("dispatcher.concurrency", "must be from 1 to dispatcher.prefetch");
+            let reason = format!(
+                "is {}, but must be from 1 to dispatcher.prefetch, which is {}; the defaults are {} and {}",
+                self.dispatcher.concurrency,
+                self.dispatcher.prefetch,
+                DispatcherConfig::default().concurrency,
+                DispatcherConfig::default().prefetch,
+            );
+            return invalid("dispatcher.concurrency", &reason);
         }
         if self.dispatcher.max_message_bytes < 1024 {
             return invalid("dispatcher.max_message_bytes", "must be at least 1024");
@@ -450,6 +462,23 @@ mod tests {
         let path = write_config("concurrency", "[dispatcher]\nprefetch = 4\nconcurrency = 8\n[channels]\n");
         let err = Config::<NoChannels>::load(&path).unwrap_err().to_string();
         assert!(err.contains("dispatcher.concurrency"), "{err}");
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn concurrency_error_names_both_values() {
+        let path = write_config("concurrency-values", "[dispatcher]\nprefetch = 16\n[channels]\n");
+        let err = Config::<NoChannels>::load(&path).unwrap_err().to_string();
+        assert!(err.contains("is 32"), "{err}");
+        assert!(err.contains("which is 16"), "{err}");
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn api_token_with_outer_spaces_is_rejected() {
+        let path = write_config("token-spaces", "[fanout]\napi_token = \" \"\n[channels]\n");
+        let err = Config::<NoChannels>::load(&path).unwrap_err().to_string();
+        assert!(err.contains("fanout.api_token"), "{err}");
         std::fs::remove_file(path).unwrap();
     }
 

@@ -73,14 +73,17 @@ pub fn router(store: ContactStore, token: Option<Arc<str>>) -> Router {
     }
 }
 
-/// Rejects a request whose `Authorization` header is not `Bearer <token>`.
-/// The comparison takes the same time for every wrong token of a length.
+/// Rejects a request whose `Authorization` header is not `Bearer <token>`,
+/// with the scheme in any case (RFC 9110 section 11.1). The comparison takes
+/// the same time for every wrong token of a length.
 async fn require_token(State(token): State<Arc<str>>, request: Request, next: Next) -> Response {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("Bearer"))
+        .map(|(_, credentials)| credentials);
     match presented {
         Some(presented) if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) => next.run(request).await,
         _ => {

@@ -86,6 +86,7 @@ impl Stage {
             let listener = tokio::net::TcpListener::bind(address)
                 .await
                 .map_err(|source| StartError::Bind { address: address.to_string(), source })?;
+            info!(address = %address, token = !settings.fanout.api_token.is_empty(), "contacts API listening");
             if settings.fanout.api_token.is_empty() && !address.ip().is_loopback() {
                 warn!(
                     address = %address,

@@ -453,6 +453,8 @@ async fn api_token_is_required_when_set() {
 
     let accepted = patch(Some("Bearer t0ken-for-tests")).await.expect("the contacts API answers");
     assert_eq!(accepted.status(), 204);
+    let lowercase_scheme = patch(Some("bearer t0ken-for-tests")).await.expect("the contacts API answers");
+    assert_eq!(lowercase_scheme.status(), 204, "the scheme is case-insensitive");
     let read = client
         .get(&contact)
         .header("Authorization", "Bearer t0ken-for-tests")

@@ -26,7 +26,7 @@ struct Arguments {
     options: ServerOptions,
 }
 
-/// Parses the arguments after the program name; `Err` holds the message.
+/// Parses the arguments after the program name; `Err` contains the message.
 fn parse_arguments(mut arguments: impl Iterator<Item = String>) -> Result<Option<Arguments>, String> {
     let mut address = None;
     let mut options = ServerOptions::default();
