@@ -55,7 +55,9 @@ enum Command {
         /// Locale of the template, e.g. de; the default locale when absent.
         #[arg(long)]
         locale: Option<String>,
-        /// JSON file with the template variables.
+        /// JSON file with the template variables; the template's sample
+        /// variables (samples/<template>.json in the configured templates
+        /// folder) when absent, and none when it has no sample.
         #[arg(long)]
         vars: Option<PathBuf>,
         /// Tenant id; a random one when absent.

@@ -36,7 +36,7 @@ pub struct PublishRequest<'a> {
 pub async fn run<C: serde::de::DeserializeOwned>(config: &Config<C>, request: PublishRequest<'_>) -> anyhow::Result<()> {
     let variables = match request.variables {
         Some(path) => read_variables(path)?,
-        None => json!({}),
+        None => sample_variables(&config.templates.dir, request.template)?,
     };
     let notification_id = Uuid::new_v4();
     let tenant_id = request.tenant_id.unwrap_or_else(Uuid::new_v4);
@@ -67,6 +67,17 @@ pub async fn run<C: serde::de::DeserializeOwned>(config: &Config<C>, request: Pu
     publish(&config.broker, &request.channel.routing_key(), &body, properties, config.confirm_timeout()).await?;
     println!("published notification {notification_id} to {} ({})", config.broker.exchanges.notify, request.channel.routing_key());
     Ok(())
+}
+
+/// The template's sample variables, as `send` and `templates render` use
+/// them; an empty object when the template has no sample file here.
+fn sample_variables(templates_dir: &Path, template: &str) -> anyhow::Result<serde_json::Value> {
+    let path = templates_dir.join("samples").join(format!("{template}.json"));
+    if !path.is_file() {
+        eprintln!("no sample variables at {}; publishing without variables (use --vars)", path.display());
+        return Ok(json!({}));
+    }
+    read_variables(&path)
 }
 
 async fn publish(

@@ -1,5 +1,5 @@
 //! `send` through the webhook channel to a wiremock receiver, without the
-//! broker.
+//! broker, and `publish` to a running service through the broker.
 
 use notify_channels::webhook::SigningSecret;
 use serde_json::Value;
@@ -76,4 +76,28 @@ async fn send_rejects_disabled_channel() {
 
     assert_eq!(output.status.code(), Some(1), "{output}");
     assert!(output.stderr.contains("channel webhook is not enabled"), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_reaches_the_running_service_with_sample_variables() {
+    let broker = crate::utils::TestBroker::new().await;
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST")).and(path("/hook")).respond_with(ResponseTemplate::new(200)).mount(&receiver).await;
+    let settings = ServiceSettings::webhook();
+    let service = crate::utils::ServiceProcess::start(&broker, settings.clone(), &["webhook"]).await;
+    let config = ConfigFile::for_broker(&broker, &settings);
+    let url = format!("{}/hook", receiver.uri());
+    let config_path = config.path().to_str().unwrap();
+
+    let args = ["publish", "--config", config_path, "--channel", "webhook", "--template", "render_completed", "--to", &url];
+    let output = run_cli(&args).await;
+
+    assert!(output.success(), "{output}");
+    let delivered = broker.events_of_type("notification.delivered.v1", 1).await.remove(0);
+    let notification_id = delivered.body["data"]["notification_id"].as_str().unwrap().to_owned();
+    assert!(output.stdout.contains(&notification_id), "the output names the notification: {output}");
+    let requests = receiver.received_requests().await.unwrap();
+    let body: Value = serde_json::from_slice(&requests[0].body).unwrap();
+    assert_eq!(body["data"]["project_name"], "Riverside Loft", "sample variables by default");
+    service.shutdown(&broker).await;
 }
