@@ -69,8 +69,8 @@ pub async fn run<C: serde::de::DeserializeOwned>(config: &Config<C>, request: Pu
     Ok(())
 }
 
-/// The template's sample variables, as `send` and `templates render` use
-/// them; an empty object when the template has no sample file here.
+/// Reads the template's sample variables, as `send` and `templates render`
+/// use them; returns an empty object when the template has no sample file.
 fn sample_variables(templates_dir: &Path, template: &str) -> anyhow::Result<serde_json::Value> {
     let path = templates_dir.join("samples").join(format!("{template}.json"));
     if !path.is_file() {
