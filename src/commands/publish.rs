@@ -11,11 +11,12 @@ use lapin::{Connection, ConnectionProperties};
 use notify_core::config::{BrokerConfig, Config};
 use notify_core::envelope::DISPATCH_EVENT_TYPE;
 use notify_core::headers::outgoing_properties;
-use notify_core::ChannelKind;
+use notify_core::{ChannelKind, TemplateStore};
 use serde_json::json;
 use uuid::Uuid;
 
 use super::request::{read_variables, recipient};
+use super::templates::variables_for;
 
 /// What to publish.
 pub struct PublishRequest<'a> {
@@ -36,7 +37,7 @@ pub struct PublishRequest<'a> {
 pub async fn run<C: serde::de::DeserializeOwned>(config: &Config<C>, request: PublishRequest<'_>) -> anyhow::Result<()> {
     let variables = match request.variables {
         Some(path) => read_variables(path)?,
-        None => sample_variables(&config.templates.dir, request.template)?,
+        None => sample_variables(config, request.template)?,
     };
     let notification_id = Uuid::new_v4();
     let tenant_id = request.tenant_id.unwrap_or_else(Uuid::new_v4);
@@ -69,15 +70,20 @@ pub async fn run<C: serde::de::DeserializeOwned>(config: &Config<C>, request: Pu
     Ok(())
 }
 
-/// Reads the template's sample variables, as `send` and `templates render`
-/// use them; returns an empty object when the template has no sample file.
-fn sample_variables(templates_dir: &Path, template: &str) -> anyhow::Result<serde_json::Value> {
-    let path = templates_dir.join("samples").join(format!("{template}.json"));
-    if !path.is_file() {
-        eprintln!("no sample variables at {}; publishing without variables (use --vars)", path.display());
-        return Ok(json!({}));
+/// Returns the template's sample variables from the configured templates,
+/// as `send` and `templates render` take them, or an empty object when the
+/// template has no sample.
+fn sample_variables<C>(config: &Config<C>, template: &str) -> anyhow::Result<serde_json::Value> {
+    let dir = &config.templates.dir;
+    let store = TemplateStore::load(dir, &config.templates.default_locale)
+        .with_context(|| format!("templates in {} are invalid; pass the variables with --vars", dir.display()))?;
+    match variables_for(&store, template, None)? {
+        serde_json::Value::Null => {
+            eprintln!("template {template} has no sample variables in {}; publishing without variables (use --vars)", dir.display());
+            Ok(json!({}))
+        }
+        variables => Ok(variables),
     }
-    read_variables(&path)
 }
 
 async fn publish(

@@ -682,29 +682,36 @@ async fn implicit_tls_rejects_plain_server() {
     std::fs::remove_file(ca_file).expect("remove the test CA");
 }
 
-#[test]
-fn unreadable_ca_file_is_invalid_config() {
+/// Returns the configuration error for `ca_file` set to `path` in `tls` mode.
+fn ca_file_error(tls: TlsMode, path: &str) -> String {
     let config = EmailConfig {
-        tls: TlsMode::Tls,
-        ca_file: Some("/nonexistent/notify-ca.pem".to_owned()),
+        tls,
+        ca_file: Some(path.to_owned()),
         ..config_for(465)
     };
-    let err = EmailChannel::new(&config).expect_err("the file does not exist");
-    assert!(err.to_string().contains("ca_file"), "{err}");
+    EmailChannel::new(&config).expect_err("the ca_file is unusable").to_string()
+}
+
+/// Returns the configuration error for a `ca_file` with `contents`, under
+/// STARTTLS.
+fn ca_file_contents_error(name: &str, contents: &str) -> String {
+    let path = std::env::temp_dir().join(format!("notify-channels-{name}-{}.pem", std::process::id()));
+    std::fs::write(&path, contents).expect("write the file");
+    let err = ca_file_error(TlsMode::Starttls, &path.display().to_string());
+    std::fs::remove_file(path).expect("remove the file");
+    err
+}
+
+#[test]
+fn unreadable_ca_file_is_invalid_config() {
+    let err = ca_file_error(TlsMode::Tls, "/nonexistent/notify-ca.pem");
+    assert!(err.contains("ca_file"), "{err}");
 }
 
 #[test]
 fn ca_file_without_certificate_is_invalid_config() {
-    let path = std::env::temp_dir().join(format!("notify-channels-empty-ca-{}.pem", std::process::id()));
-    std::fs::write(&path, "not a certificate\n").expect("write the file");
-    let config = EmailConfig {
-        tls: TlsMode::Starttls,
-        ca_file: Some(path.display().to_string()),
-        ..config_for(587)
-    };
-    let err = EmailChannel::new(&config).expect_err("no certificate in the file");
-    assert!(err.to_string().contains("no certificate"), "{err}");
-    std::fs::remove_file(path).expect("remove the file");
+    let err = ca_file_contents_error("empty-ca", "not a certificate\n");
+    assert!(err.contains("no certificate"), "{err}");
 }
 
 async fn start_submission_server() -> SmtpServer {
@@ -810,35 +817,20 @@ async fn starttls_rejects_untrusted_certificate() {
 }
 
 #[test]
-fn ca_file_is_rejected_where_it_cannot_apply() {
-    let without_tls = EmailConfig {
-        tls: TlsMode::None,
-        ca_file: Some("crates/testkit/certs/ca.pem".to_owned()),
-        ..config_for(25)
-    };
-    let err = EmailChannel::new(&without_tls).expect_err("no TLS to apply it to");
-    assert!(err.to_string().contains("tls = \"none\""), "{err}");
+fn ca_file_without_tls_is_invalid_config() {
+    let err = ca_file_error(TlsMode::None, "crates/testkit/certs/ca.pem");
+    assert!(err.contains("tls = \"none\""), "{err}");
+}
 
-    let empty = EmailConfig {
-        tls: TlsMode::Tls,
-        ca_file: Some(String::new()),
-        ..config_for(465)
-    };
-    let err = EmailChannel::new(&empty).expect_err("an empty path names no file");
-    assert!(err.to_string().contains("is empty"), "{err}");
+#[test]
+fn empty_ca_file_path_is_invalid_config() {
+    let err = ca_file_error(TlsMode::Tls, "");
+    assert!(err.contains("is empty"), "{err}");
 }
 
 #[test]
 fn broken_certificate_in_ca_file_is_invalid_config() {
-    let path = std::env::temp_dir().join(format!("notify-channels-broken-ca-{}.pem", std::process::id()));
-    std::fs::write(&path, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").expect("write the file");
-    let config = EmailConfig {
-        tls: TlsMode::Starttls,
-        ca_file: Some(path.display().to_string()),
-        ..config_for(587)
-    };
-    let err = EmailChannel::new(&config).expect_err("the certificate cannot be parsed");
-    assert!(err.to_string().contains("ca_file"), "{err}");
-    assert!(err.to_string().contains("certificate 1"), "{err}");
-    std::fs::remove_file(path).expect("remove the file");
+    let err = ca_file_contents_error("broken-ca", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+    assert!(err.contains("ca_file"), "{err}");
+    assert!(err.contains("certificate 1"), "{err}");
 }

@@ -163,8 +163,8 @@ pub const MAX_PREFETCH: u16 = 1_000;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DispatcherConfig {
-    /// Unacknowledged messages the broker may push per channel queue; each
-    /// is held in memory until it is settled. At most [`MAX_PREFETCH`].
+    /// Unacknowledged messages the broker may push per channel queue, at most
+    /// [`MAX_PREFETCH`]. Each stays in memory until it is settled.
     pub prefetch: u16,
     /// Messages processed at once per channel queue.
     pub concurrency: usize,
@@ -465,21 +465,25 @@ mod tests {
         std::fs::remove_file(path).unwrap();
     }
 
+    /// Returns the error of loading a configuration file with `text`.
+    fn load_error(name: &str, text: &str) -> String {
+        let path = write_config(name, text);
+        let err = Config::<NoChannels>::load(&path).unwrap_err().to_string();
+        std::fs::remove_file(path).unwrap();
+        err
+    }
+
     #[test]
     fn concurrency_error_names_both_values() {
-        let path = write_config("concurrency-values", "[dispatcher]\nprefetch = 16\n[channels]\n");
-        let err = Config::<NoChannels>::load(&path).unwrap_err().to_string();
+        let err = load_error("concurrency-values", "[dispatcher]\nprefetch = 16\n[channels]\n");
         assert!(err.contains("is 32"), "{err}");
         assert!(err.contains("which is 16"), "{err}");
-        std::fs::remove_file(path).unwrap();
     }
 
     #[test]
     fn api_token_with_outer_spaces_is_rejected() {
-        let path = write_config("token-spaces", "[fanout]\napi_token = \" \"\n[channels]\n");
-        let err = Config::<NoChannels>::load(&path).unwrap_err().to_string();
+        let err = load_error("token-spaces", "[fanout]\napi_token = \" \"\n[channels]\n");
         assert!(err.contains("fanout.api_token"), "{err}");
-        std::fs::remove_file(path).unwrap();
     }
 
     #[test]
@@ -497,11 +501,9 @@ mod tests {
 
     #[test]
     fn prefetch_above_maximum_is_rejected() {
-        let path = write_config("prefetch", "[dispatcher]\nprefetch = 1001\n[channels]\n");
-        let err = Config::<NoChannels>::load(&path).unwrap_err().to_string();
+        let err = load_error("prefetch", "[dispatcher]\nprefetch = 1001\n[channels]\n");
         assert!(err.contains("dispatcher.prefetch"), "{err}");
         assert!(err.contains("1000"), "{err}");
-        std::fs::remove_file(path).unwrap();
     }
 
     #[test]

@@ -138,7 +138,7 @@ impl Publisher {
     /// See [`Publisher::publish`].
     pub async fn publish_event<T: Serialize>(&self, exchange: &str, event: &Envelope<T>) -> Result<(), PublishError> {
         // Outcome events take a few hundred bytes, so one allocation of this
-        // size usually holds the whole body without growing.
+        // size usually contains the whole body without growing.
         let mut body = Vec::with_capacity(1024);
         serde_json::to_writer(&mut body, event)?;
         let properties = outgoing_properties(

@@ -241,9 +241,8 @@ fn implicit_tls_config(host: &str, extra_roots: Vec<CertificateDer<'static>>) ->
     let setup_error = |reason: String| EmailError::TlsSetup { host: host.to_owned(), reason };
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    for certificate in extra_roots {
-        roots.add(certificate).map_err(|err| setup_error(format!("invalid certificate in `ca_file`: {err}")))?;
-    }
+    // `read_certificates` already parsed each one as a trust anchor.
+    roots.add_parsable_certificates(extra_roots);
     let config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|err| setup_error(err.to_string()))?

@@ -9,7 +9,7 @@
 //!
 //! Delivery tags of a channel count up from 1 in delivery order, and every
 //! delivery of the channel goes to this consumer. A delivery whose handling
-//! ended without an outcome (a panic) is left unsettled. It holds a prefetch
+//! ended without an outcome (a panic) is left unsettled. It occupies a prefetch
 //! slot until the channel closes, at the end of the broker session or when
 //! the broker's consumer timeout closes the channel, and then returns to its
 //! queue. A multiple ack would settle it too, so from then on the channel's
@@ -245,7 +245,7 @@ mod tests {
     }
 
     #[test]
-    fn filled_gap_acks_up_to_the_last_unsent_tag() {
+    fn filled_gap_acks_last_unsent_tag() {
         let mut book = AckBook::default();
         book.frames_for(&acks(&[1, 3, 4]));
         // 3 and 4 went out alone; 2 closes the gap and is the only one owed.

@@ -1,6 +1,6 @@
 //! Carrying out a [`Decision`]: every publish a message owes, each confirmed.
-//! The message is acked after this stage succeeds, and nacked back to its
-//! queue after it fails.
+//! The ack task acks the message after this stage succeeds, and nacks it
+//! back to its queue after it fails.
 
 use chrono::Utc;
 use futures_util::future::try_join;
