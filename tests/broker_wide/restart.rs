@@ -69,10 +69,13 @@ async fn broker_restart_keeps_exactly_once() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     stopped.start();
 
-    wait_until("the service is ready again", Duration::from_secs(30), async || {
-        readiness(&service.admin_url).await == Some(200)
+    let ready_again = tokio::time::timeout(Duration::from_secs(30), async {
+        while readiness(&service.admin_url).await != Some(200) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     })
     .await;
+    assert!(ready_again.is_ok(), "the service was not ready 30 s after the broker started again; log:\n{}", service.log());
     wait_until("every notification reached the receiver", Duration::from_secs(60), async || {
         requests_per_notification(&receiver).await.len() == sent.len()
     })

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use lapin::options::{BasicPublishOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::{BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{FieldTable, ShortString};
 use lapin::BasicProperties;
 use notify_testkit::smtp::SmtpServer;
@@ -47,11 +47,9 @@ impl FanoutService {
     /// then deletes the queues and exchanges of the test.
     async fn shutdown(mut self, broker: &TestBroker, extra_queues: &[String]) {
         self.service.kill();
-        let channel = broker.connection.create_channel().await.unwrap();
         for queue in std::iter::once(&self.queue).chain(extra_queues) {
-            let _ = channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
+            broker.delete_queue(queue).await;
         }
-        let _ = channel.close(200, "".into()).await;
         self.service.shutdown(broker).await;
         let _ = std::fs::remove_file(&self.database);
     }

@@ -21,4 +21,5 @@ mod lifecycle;
 mod rate_limits;
 mod reload;
 mod retries;
+mod silent_broker;
 mod sms;

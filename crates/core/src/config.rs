@@ -70,6 +70,8 @@ pub enum QueueType {
 pub struct BrokerConfig {
     /// AMQP URI; may carry credentials, so it is never logged.
     pub url: String,
+    /// Maximum wait to open a connection, and again to set up a session on
+    /// it (channels, topology, consumers), in seconds.
     pub connect_timeout_secs: u64,
     /// Maximum wait for a publisher confirm, in seconds.
     pub confirm_timeout_secs: u64,

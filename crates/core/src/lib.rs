@@ -17,6 +17,7 @@ pub mod channel;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod config;
+pub mod connection;
 pub mod content;
 pub mod dispatcher;
 pub mod envelope;

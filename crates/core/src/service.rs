@@ -15,6 +15,7 @@ use tracing::{error, info, warn};
 
 use crate::channel::ChannelRegistry;
 use crate::config::{redact_url, Config};
+use crate::connection;
 use crate::dispatcher::{ConsumerError, Dispatcher, DispatcherSettings};
 use crate::admin::{self, AdminState};
 use crate::config::IdempotencyBackend;
@@ -36,6 +37,8 @@ pub enum SessionError {
     },
     #[error("no connection to the broker at {url} within {timeout:?}")]
     ConnectTimedOut { url: String, timeout: Duration },
+    #[error("setting up the broker session timed out after {timeout:?}: no reply to opening channels or declaring the topology; check the broker with `rabbitmqctl status`")]
+    SetupTimedOut { timeout: Duration },
     #[error("cannot declare the topology: {0}")]
     Topology(#[source] lapin::Error),
     #[error("cannot open a channel: {0}")]
@@ -182,26 +185,38 @@ impl Service {
         }
     }
 
-    /// Runs one broker session: connect, declare, consume until something ends it.
+    /// Runs one broker session: connect, declare, consume until something
+    /// ends it, then close both connections.
     async fn session(&self, shutdown: &CancellationToken) -> Result<Session, SessionError> {
         let consuming = self.connect("consume").await?;
-        let publishing = self.connect("publish").await?;
+        let publishing = match self.connect("publish").await {
+            Ok(connection) => connection,
+            Err(err) => {
+                connection::close(&consuming, "flatrender-notify session failed").await;
+                return Err(err);
+            }
+        };
+        let result = self.serve(&consuming, &publishing, shutdown).await;
+        tokio::join!(
+            connection::close(&consuming, "flatrender-notify stopping"),
+            connection::close(&publishing, "flatrender-notify stopping"),
+        );
+        result
+    }
 
-        let setup = publishing.create_channel().await.map_err(SessionError::Channel)?;
-        self.dispatcher.topology().declare(&setup).await.map_err(SessionError::Topology)?;
-        let _ = setup.close(200, "topology declared".into()).await;
-        let publisher = Publisher::open(&publishing, self.confirm_timeout).await.map_err(SessionError::Channel)?;
-
+    /// Sets up the session, then consumes until shutdown or until a consumer ends.
+    async fn serve(&self, consuming: &Connection, publishing: &Connection, shutdown: &CancellationToken) -> Result<Session, SessionError> {
         let stop = CancellationToken::new();
         // Cancels `stop` on every way out, also an early error return, so
         // that the tasks following this session end with it.
         let _stop_on_exit = stop.clone().drop_guard();
-        self.report_flow(publisher.flow(), stop.clone());
         let mut consumers = JoinSet::new();
-        for &channel in self.dispatcher.topology().channels() {
-            let (broker_channel, consumer) = self.subscribe(&consuming, channel).await?;
-            let dispatcher = Arc::clone(&self.dispatcher);
-            consumers.spawn(dispatcher.consume(channel, broker_channel, consumer, publisher.clone(), self.concurrency, stop.clone()));
+        // A lapin call can wait forever when its connection fails during
+        // set-up, so set-up has the connect timeout as its deadline.
+        let setup = self.start_consumers(consuming, publishing, &stop, &mut consumers);
+        match tokio::time::timeout(self.connect_timeout, setup).await {
+            Ok(started) => started?,
+            Err(_) => return Err(SessionError::SetupTimedOut { timeout: self.connect_timeout }),
         }
         self.set_ready(true);
         info!(channels = ?self.dispatcher.topology().channels(), prefetch = self.prefetch, concurrency = self.concurrency, "consuming");
@@ -218,8 +233,6 @@ impl Service {
             warn!(timeout_secs = deadline.as_secs(), "in-flight messages did not finish in time; the broker will redeliver them");
             consumers.abort_all();
         }
-        let _ = consuming.close(200, "flatrender-notify stopping".into()).await;
-        let _ = publishing.close(200, "flatrender-notify stopping".into()).await;
 
         match ended {
             None => Ok(Session::Stopped),
@@ -230,6 +243,28 @@ impl Service {
                 Ok(Session::Established(ConsumerError::Cancelled("a channel queue".to_owned()).into()))
             }
         }
+    }
+
+    /// Declares the topology, opens the publisher and starts one consumer
+    /// task per channel queue in `consumers`.
+    async fn start_consumers(
+        &self,
+        consuming: &Connection,
+        publishing: &Connection,
+        stop: &CancellationToken,
+        consumers: &mut JoinSet<Result<(), ConsumerError>>,
+    ) -> Result<(), SessionError> {
+        let setup = publishing.create_channel().await.map_err(SessionError::Channel)?;
+        self.dispatcher.topology().declare(&setup).await.map_err(SessionError::Topology)?;
+        let _ = setup.close(200, "topology declared".into()).await;
+        let publisher = Publisher::open(publishing, self.confirm_timeout).await.map_err(SessionError::Channel)?;
+        self.report_flow(publisher.flow(), stop.clone());
+        for &channel in self.dispatcher.topology().channels() {
+            let (broker_channel, consumer) = self.subscribe(consuming, channel).await?;
+            let dispatcher = Arc::clone(&self.dispatcher);
+            consumers.spawn(dispatcher.consume(channel, broker_channel, consumer, publisher.clone(), self.concurrency, stop.clone()));
+        }
+        Ok(())
     }
 
     /// Reloads templates on file changes and on SIGHUP.

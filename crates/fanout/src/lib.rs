@@ -25,6 +25,7 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, Bas
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use notify_core::config::{redact_url, BrokerConfig, Config, FanoutConfig};
+use notify_core::connection;
 use notify_core::publisher::Publisher;
 use notify_core::topology::Topology;
 use tokio_util::sync::CancellationToken;
@@ -182,50 +183,24 @@ impl Stage {
         let publishing = match self.connect("fan-out publish").await {
             Ok(connection) => connection,
             Err(err) => {
-                let _ = consuming.close(200, "fan-out session failed".into()).await;
+                connection::close(&consuming, "fan-out session failed").await;
                 return Err(err);
             }
         };
         let result = self.consume(&consuming, &publishing, shutdown).await;
-        let _ = consuming.close(200, "fan-out stopping".into()).await;
-        let _ = publishing.close(200, "fan-out stopping".into()).await;
+        tokio::join!(connection::close(&consuming, "fan-out stopping"), connection::close(&publishing, "fan-out stopping"));
         result
     }
 
     async fn consume(&self, consuming: &Connection, publishing: &Connection, shutdown: &CancellationToken) -> Result<SessionEnd, SessionEnd> {
-        let setup = publishing.create_channel().await.map_err(SessionEnd::Broker)?;
-        // Exchanges and the dead letter queue, shared with the dispatcher.
-        Topology::new(&self.broker, Vec::new(), &[]).declare(&setup).await.map_err(SessionEnd::Broker)?;
-        let options = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
-        setup
-            .queue_declare(self.queue.as_str().into(), options, FieldTable::default())
-            .await
-            .map_err(SessionEnd::Broker)?;
-        // NOTE: keys of rules removed from the file stay bound until someone
-        // unbinds them; their events are acked and ignored.
-        for key in self.fanout.routes().binding_keys() {
-            setup
-                .queue_bind(
-                    self.queue.as_str().into(),
-                    self.broker.exchanges.events.as_str().into(),
-                    key.as_str().into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(SessionEnd::Broker)?;
-        }
-        let publisher = Publisher::open(publishing, Duration::from_secs(self.broker.confirm_timeout_secs.max(1)))
-            .await
-            .map_err(SessionEnd::Broker)?;
-
-        let channel = consuming.create_channel().await.map_err(SessionEnd::Broker)?;
-        channel.basic_qos(PREFETCH, BasicQosOptions::default()).await.map_err(SessionEnd::Broker)?;
-        let tag = format!("flatrender-notify.fanout.{}", uuid::Uuid::new_v4());
-        let mut consumer = channel
-            .basic_consume(self.queue.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
-            .await
-            .map_err(SessionEnd::Broker)?;
+        // A lapin call can wait forever when its connection fails during
+        // set-up, so set-up has the connect timeout as its deadline.
+        let timeout = self.connect_timeout();
+        let Subscription { publisher, setup, channel: _channel, mut consumer } =
+            match tokio::time::timeout(timeout, self.subscribe(consuming, publishing)).await {
+                Ok(subscription) => subscription?,
+                Err(_) => return Err(SessionEnd::SetupTimedOut(timeout)),
+            };
         info!(queue = %self.queue, "fan-out stage consuming");
 
         loop {
@@ -262,16 +237,69 @@ impl Stage {
         }
     }
 
+    /// Declares the topology and the stage's queue with its bindings, opens
+    /// the publisher and starts consuming.
+    async fn subscribe(&self, consuming: &Connection, publishing: &Connection) -> Result<Subscription, SessionEnd> {
+        let setup = publishing.create_channel().await.map_err(SessionEnd::Broker)?;
+        // Exchanges and the dead letter queue, shared with the dispatcher.
+        Topology::new(&self.broker, Vec::new(), &[]).declare(&setup).await.map_err(SessionEnd::Broker)?;
+        let options = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
+        setup
+            .queue_declare(self.queue.as_str().into(), options, FieldTable::default())
+            .await
+            .map_err(SessionEnd::Broker)?;
+        // NOTE: keys of rules removed from the file stay bound until someone
+        // unbinds them; their events are acked and ignored.
+        for key in self.fanout.routes().binding_keys() {
+            setup
+                .queue_bind(
+                    self.queue.as_str().into(),
+                    self.broker.exchanges.events.as_str().into(),
+                    key.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(SessionEnd::Broker)?;
+        }
+        let publisher = Publisher::open(publishing, Duration::from_secs(self.broker.confirm_timeout_secs.max(1)))
+            .await
+            .map_err(SessionEnd::Broker)?;
+
+        let channel = consuming.create_channel().await.map_err(SessionEnd::Broker)?;
+        channel.basic_qos(PREFETCH, BasicQosOptions::default()).await.map_err(SessionEnd::Broker)?;
+        let tag = format!("flatrender-notify.fanout.{}", uuid::Uuid::new_v4());
+        let consumer = channel
+            .basic_consume(self.queue.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+            .await
+            .map_err(SessionEnd::Broker)?;
+        Ok(Subscription { publisher, setup, channel, consumer })
+    }
+
+    fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.broker.connect_timeout_secs.max(1))
+    }
+
     async fn connect(&self, role: &str) -> Result<Connection, SessionEnd> {
         let name = format!("flatrender-notify {role} (pid {})", std::process::id());
         let properties = ConnectionProperties::default().with_connection_name(name.into());
-        let timeout = Duration::from_secs(self.broker.connect_timeout_secs.max(1));
+        let timeout = self.connect_timeout();
         match tokio::time::timeout(timeout, Connection::connect(&self.broker.url, properties)).await {
             Ok(Ok(connection)) => Ok(connection),
             Ok(Err(err)) => Err(SessionEnd::Connect(redact_url(&self.broker.url), err)),
             Err(_) => Err(SessionEnd::ConnectTimedOut(redact_url(&self.broker.url), timeout)),
         }
     }
+}
+
+/// The channels and consumer of a started session.
+struct Subscription {
+    publisher: Publisher,
+    /// Channel for declarations while events are handled.
+    setup: lapin::Channel,
+    /// The consumer's channel, kept for the whole session.
+    channel: lapin::Channel,
+    consumer: lapin::Consumer,
 }
 
 /// Reason a broker session ended or could not start.
@@ -285,6 +313,8 @@ enum SessionEnd {
     Connect(String, #[source] lapin::Error),
     #[error("no connection to the broker at {0} within {1:?}")]
     ConnectTimedOut(String, Duration),
+    #[error("setting up the fan-out broker session timed out after {0:?}: no reply to opening channels or declaring queues; check the broker with `rabbitmqctl status`")]
+    SetupTimedOut(Duration),
     #[error("broker error: {0}")]
     Broker(#[source] lapin::Error),
     #[error("publishing failed: {0}")]

@@ -235,6 +235,13 @@ impl TestBroker {
         Some(queue.consumer_count())
     }
 
+    /// Deletes a queue that the service declared beyond its channel queues.
+    pub async fn delete_queue(&self, queue: &str) {
+        let channel = self.connection.create_channel().await.unwrap();
+        let _ = channel.queue_delete(queue.into(), QueueDeleteOptions::default()).await;
+        let _ = channel.close(200, "".into()).await;
+    }
+
     /// Deletes everything this test and its service declared, on a new
     /// connection when the test's own did not survive (a broker restart).
     pub async fn cleanup(&self, service_queues: &[String]) {

@@ -4,6 +4,7 @@
 pub mod broker;
 pub mod cli;
 pub mod messages;
+pub mod proxy;
 pub mod service;
 pub mod webhooks;
 

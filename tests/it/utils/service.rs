@@ -32,6 +32,9 @@ pub struct ServiceSettings {
     /// TOML of the `[rate_limits]` section, when a test sets limits.
     pub rate_limits_toml: String,
     pub confirm_timeout_secs: u64,
+    pub connect_timeout_secs: u64,
+    /// The broker's AMQP URL; a test may point it at a proxy.
+    pub broker_url: String,
 }
 
 impl ServiceSettings {
@@ -49,6 +52,8 @@ impl ServiceSettings {
             fanout_toml: String::new(),
             rate_limits_toml: String::new(),
             confirm_timeout_secs: 5,
+            connect_timeout_secs: 10,
+            broker_url: BROKER_URL.to_owned(),
         }
     }
 
@@ -83,6 +88,20 @@ pub struct ServiceProcess {
 impl ServiceProcess {
     /// Starts the binary and waits until it consumes every enabled channel queue.
     pub async fn start(broker: &TestBroker, settings: ServiceSettings, channels: &[&str]) -> ServiceProcess {
+        let mut process = ServiceProcess::spawn(broker, settings, channels);
+        process.wait_ready(broker, channels).await;
+        process
+    }
+
+    /// Waits until the service consumes the queue of every channel in `channels`.
+    pub async fn wait_ready(&mut self, broker: &TestBroker, channels: &[&str]) {
+        for channel in channels {
+            self.wait_consuming(broker, &broker.channel_queue(channel)).await;
+        }
+    }
+
+    /// Starts the binary without waiting for it to consume.
+    pub fn spawn(broker: &TestBroker, settings: ServiceSettings, channels: &[&str]) -> ServiceProcess {
         let dir = std::env::temp_dir().join("flatrender-notify-it");
         std::fs::create_dir_all(&dir).unwrap();
         let config_path = dir.join(format!("{}.toml", broker.id));
@@ -113,11 +132,7 @@ impl ServiceProcess {
             queues.push(queue);
         }
         let admin_url = format!("http://127.0.0.1:{}", settings.admin_port);
-        let mut process = ServiceProcess { child: Some(child), config_path, log_path, admin_url, queues };
-        for channel in channels {
-            process.wait_consuming(broker, &broker.channel_queue(channel)).await;
-        }
-        process
+        ServiceProcess { child: Some(child), config_path, log_path, admin_url, queues }
     }
 
     async fn wait_consuming(&mut self, broker: &TestBroker, queue: &str) {
@@ -193,9 +208,10 @@ fn config_toml(broker: &TestBroker, settings: &ServiceSettings) -> String {
     let tiers: Vec<String> = TEST_TIERS_MS.iter().map(u64::to_string).collect();
     format!(
         r#"[broker]
-url = "{BROKER_URL}"
+url = "{broker_url}"
 queue_prefix = "{prefix}"
 confirm_timeout_secs = {confirm_timeout}
+connect_timeout_secs = {connect_timeout}
 reconnect_initial_ms = 100
 reconnect_max_ms = 2000
 
@@ -252,6 +268,8 @@ listen = "127.0.0.1:{admin_port}"
         fanout = settings.fanout_toml,
         rate_limits = settings.rate_limits_toml,
         confirm_timeout = settings.confirm_timeout_secs,
+        connect_timeout = settings.connect_timeout_secs,
+        broker_url = settings.broker_url,
         breaker_threshold = settings.breaker_failure_threshold,
         breaker_cooldown = settings.breaker_cooldown_ms,
     )
