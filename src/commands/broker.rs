@@ -21,9 +21,8 @@ pub(crate) async fn connect(broker: &BrokerConfig) -> anyhow::Result<Connection>
         .with_context(|| format!("cannot connect to the broker at {url}; check broker.url"))
 }
 
-/// Closes the connection, logging instead of failing: the work is done.
+/// Closes the connection, logging instead of failing, because the work is
+/// done. A broker that does not reply in time is left behind.
 pub(crate) async fn close(connection: &Connection) {
-    if let Err(err) = connection.close(200, "done".into()).await {
-        tracing::debug!(error = %err, "closing the broker connection failed");
-    }
+    notify_core::connection::close(connection, "done").await;
 }
