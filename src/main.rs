@@ -133,10 +133,28 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            error!("{err:#}");
+            error!("{}", describe(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Joins an error and its causes with ": ", leaving out a cause whose text
+/// the message already contains, as when an error's own message quotes its
+/// source.
+fn describe(err: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
 }
 
 async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
@@ -177,4 +195,25 @@ async fn stop_on_signal(shutdown: CancellationToken) {
         () = terminate => info!("SIGTERM received; stopping"),
     }
     shutdown.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read the file: {0}")]
+    struct Quoting(#[source] std::io::Error);
+
+    #[test]
+    fn describe_skips_quoted_cause() {
+        let err = anyhow::Error::new(Quoting(std::io::Error::other("disk on fire")));
+        assert_eq!(describe(&err), "cannot read the file: disk on fire");
+    }
+
+    #[test]
+    fn describe_keeps_context_chain() {
+        let err = anyhow::Error::new(std::io::Error::other("disk on fire")).context("cannot start");
+        assert_eq!(describe(&err), "cannot start: disk on fire");
+    }
 }
