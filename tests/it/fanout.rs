@@ -26,9 +26,17 @@ struct FanoutService {
 
 impl FanoutService {
     async fn start(broker: &TestBroker, smtp: &SmtpServer) -> FanoutService {
+        FanoutService::start_with_token(broker, smtp, None).await
+    }
+
+    /// Starts the service with `fanout.api_token` set to `api_token`, if any.
+    async fn start_with_token(broker: &TestBroker, smtp: &SmtpServer, api_token: Option<&str>) -> FanoutService {
         let database = std::env::temp_dir().join(format!("{}-contacts.db", broker.id));
         let api_port = free_port();
-        let settings = ServiceSettings::email(smtp.addr().port()).with_fanout(&database, api_port);
+        let mut settings = ServiceSettings::email(smtp.addr().port()).with_fanout(&database, api_port);
+        if let Some(token) = api_token {
+            settings.fanout_toml.push_str(&format!("api_token = \"{token}\"\n"));
+        }
         let service = ServiceProcess::start(broker, settings, &["email"]).await;
         let queue = format!("{}notify.fanout.events", broker.queue_prefix());
         let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -165,4 +173,33 @@ async fn render_completed_reaches_email_and_two_devices() {
     let mail = smtp.wait_for(1, Duration::from_secs(10)).await.remove(0);
     assert_eq!(mail.rcpt_to, ["ada@example.com"]);
     service.shutdown(&broker, &[push_queue]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_api_request_is_logged() {
+    let broker = TestBroker::new().await;
+    let smtp = SmtpServer::start("127.0.0.1:0").await.unwrap();
+    let service = FanoutService::start_with_token(&broker, &smtp, Some("t0ken-for-tests")).await;
+    let (tenant_id, user_id) = (Uuid::new_v4(), Uuid::new_v4());
+    let contact = service.api_url(&format!("/v1/tenants/{tenant_id}/users/{user_id}"));
+    let client = reqwest::Client::new();
+
+    let missing = client.get(&contact).send().await.unwrap();
+    assert_eq!(missing.status(), 401);
+    let wrong = client.get(&contact).bearer_auth("not-the-token").send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    let accepted = client.get(&contact).bearer_auth("t0ken-for-tests").send().await.unwrap();
+    assert_ne!(accepted.status(), 401);
+
+    let log = service.service.log();
+    let rejections: Vec<&str> = log.lines().filter(|line| line.contains("contacts API request rejected")).collect();
+    assert_eq!(rejections.len(), 2, "one line per rejected request:\n{log}");
+    assert!(rejections[0].contains("no Authorization header"), "{}", rejections[0]);
+    assert!(rejections[1].contains("wrong token"), "{}", rejections[1]);
+    for line in &rejections {
+        assert!(line.contains("/v1/tenants/{tenant}/users/{user}"), "the route's pattern: {line}");
+        assert!(!line.contains(&tenant_id.to_string()), "no ids in the log: {line}");
+        assert!(!line.contains("not-the-token"), "no presented token in the log: {line}");
+    }
+    service.shutdown(&broker, &[]).await;
 }

@@ -15,12 +15,12 @@
 //! | `DELETE /v1/tenants/{tenant}/webhooks` | `{"url": "https://..."}` | removes it |
 //!
 //! With `fanout.api_token` set, every request must carry
-//! `Authorization: Bearer <token>`; others get 401. Without a token the API
-//! is open to anyone who can reach its address.
+//! `Authorization: Bearer <token>`. Others get 401, and each rejection is
+//! logged. Without a token the API is open to anyone who can reach its address.
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{MatchedPath, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -32,7 +32,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
-use tracing::error;
+use tracing::{error, warn};
 use uuid::Uuid;
 
 use crate::quiet::QuietHours;
@@ -77,19 +77,27 @@ pub fn router(store: ContactStore, token: Option<Arc<str>>) -> Router {
 /// with the scheme in any case (RFC 9110 section 11.1). The comparison takes
 /// the same time for every wrong token of a length.
 async fn require_token(State(token): State<Arc<str>>, request: Request, next: Next) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("Bearer"))
-        .map(|(_, credentials)| credentials);
-    match presented {
-        Some(presented) if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) => next.run(request).await,
-        _ => {
-            let body = Json(json!({ "error": "missing or invalid bearer token in the Authorization header" }));
-            (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
-        }
+    let rejection = match bearer_credentials(&request) {
+        Ok(presented) if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) => return next.run(request).await,
+        Ok(_) => "wrong token",
+        Err(reason) => reason,
+    };
+    // The log gets the route's pattern, not its path, so that no user id or
+    // device token reaches it.
+    let route = request.extensions().get::<MatchedPath>().map_or("no route", MatchedPath::as_str);
+    warn!(method = %request.method(), route, reason = rejection, "contacts API request rejected with 401");
+    let body = Json(json!({ "error": "missing or invalid bearer token in the Authorization header" }));
+    (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
+}
+
+/// Returns the credentials of a `Bearer` `Authorization` header, or why
+/// there are none.
+fn bearer_credentials(request: &Request) -> Result<&str, &'static str> {
+    let value = request.headers().get(header::AUTHORIZATION).ok_or("no Authorization header")?;
+    let value = value.to_str().map_err(|_| "Authorization header is not text")?;
+    match value.split_once(' ') {
+        Some((scheme, credentials)) if scheme.eq_ignore_ascii_case("Bearer") => Ok(credentials),
+        _ => Err("Authorization scheme is not Bearer"),
     }
 }
 
