@@ -85,7 +85,7 @@ async fn unanswered_close_is_abandoned() {
     // The session opens its consuming connection first, then its publishing one.
     assert_eq!(proxy.connection_count(), 2);
 
-    // The consuming connection drops, which ends the session; closing the
+    // The consuming connection drops, which ends the session. Closing the
     // publishing connection then gets no reply, as when the broker fails
     // during the close.
     proxy.silence(1);
@@ -110,6 +110,34 @@ async fn unanswered_close_is_abandoned() {
         log.contains("closing a broker connection timed out") || log.contains("closing a broker connection failed"),
         "the service gave up closing the silent connection:\n{log}"
     );
+    assert_delivers(&broker, &receiver, &service).await;
+    service.shutdown(&broker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missed_heartbeats_start_new_session() {
+    let broker = TestBroker::new().await;
+    let receiver = receiver().await;
+    let proxy = BrokerProxy::start().await;
+    // lapin drops a connection after twice the negotiated heartbeat without
+    // a frame from the broker, so after 2 s here.
+    let url = format!("{}?heartbeat=1", proxy.url());
+    let settings = ServiceSettings { broker_url: url, ..ServiceSettings::webhook() };
+    let service = ServiceProcess::start(&broker, settings, &["webhook"]).await;
+    assert_eq!(proxy.connection_count(), 2);
+
+    // The broker goes silent on both connections, but neither is closed.
+    proxy.silence(0);
+    proxy.silence(1);
+
+    wait_until("a new session opened its connections", Duration::from_secs(20), async || {
+        proxy.connection_count() >= 4
+    })
+    .await;
+    wait_until("the service reports ready", Duration::from_secs(20), async || {
+        readiness(&service.admin_url).await == Some(200)
+    })
+    .await;
     assert_delivers(&broker, &receiver, &service).await;
     service.shutdown(&broker).await;
 }
