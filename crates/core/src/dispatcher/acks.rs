@@ -21,7 +21,7 @@ use futures_util::future::join_all;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::Channel;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinError, JoinHandle};
 use tracing::warn;
 
 /// Most outcomes taken from the queue per round of frames.
@@ -183,10 +183,28 @@ impl Drop for PendingDelivery {
 
 /// Starts the task that settles the deliveries of `channel`. It ends, after
 /// sending every frame it owes, once each [`AckQueue`] clone is dropped.
-pub(crate) fn start(channel: Channel) -> (AckQueue, JoinHandle<()>) {
+pub(crate) fn start(channel: Channel) -> (AckQueue, AckTask) {
     let (sender, receiver) = mpsc::unbounded_channel();
     let task = tokio::spawn(run(channel, receiver));
-    (AckQueue { sender }, task)
+    (AckQueue { sender }, AckTask(task))
+}
+
+/// The running ack task of one consumer channel. Dropping it aborts the
+/// task, so that a consumer aborted at the end of a session leaves no task
+/// waiting on a dead channel.
+pub(crate) struct AckTask(JoinHandle<()>);
+
+impl AckTask {
+    /// Waits until the task has sent every frame it owes.
+    pub(crate) async fn finish(mut self) -> Result<(), JoinError> {
+        (&mut self.0).await
+    }
+}
+
+impl Drop for AckTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn run(channel: Channel, mut receiver: mpsc::UnboundedReceiver<(u64, Settlement)>) {

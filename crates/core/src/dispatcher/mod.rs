@@ -131,7 +131,7 @@ impl Dispatcher {
         // Every message has ended and dropped its queue handle, so the ack
         // task ends once it sent what it owes.
         drop(acks);
-        if let Err(err) = ack_task.await {
+        if let Err(err) = ack_task.finish().await {
             tracing::error!(error = %err, "ack task failed; the broker will redeliver unacked messages");
         }
         outcome
