@@ -24,5 +24,5 @@ pub(crate) async fn connect(broker: &BrokerConfig) -> anyhow::Result<Connection>
 /// Closes the connection, logging instead of failing, because the work is
 /// done. A broker that does not reply in time is left behind.
 pub(crate) async fn close(connection: &Connection) {
-    notify_core::connection::close(connection, "done").await;
+    notify_core::connection::close(connection, "command", "done").await;
 }

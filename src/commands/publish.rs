@@ -120,6 +120,6 @@ async fn publish(
     if confirmation.take_message().is_some() {
         bail!("no queue is bound to {routing_key} on {}; start the service once so it declares its queues", broker.exchanges.notify);
     }
-    notify_core::connection::close(&connection, "published").await;
+    notify_core::connection::close(&connection, "publish", "published").await;
     Ok(())
 }

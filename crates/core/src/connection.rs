@@ -12,26 +12,37 @@ use tracing::{debug, warn};
 /// Maximum wait for the broker's reply to a close.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Closes `connection` with `reason`, waiting at most `within`, and returns
-/// whether the broker confirmed the close. A failed connection is only dropped.
-pub async fn close_within(connection: &Connection, reason: &str, within: Duration) -> bool {
+/// Closes `connection`, named `role` in logs, with `reason`, waiting at most
+/// `within`, and returns whether the broker confirmed the close. A connection
+/// that is not open is left alone.
+// NOTE: lapin 4.12 has no way to end a connection whose close got no reply.
+// Its heartbeat check stops once the close starts, so its I/O thread and
+// socket stay until the broker replies or TCP ends the connection (a reset,
+// or retransmission giving up on a lost path). A broker that accepts
+// connections but never replies costs two of each per session attempt.
+pub async fn close_within(connection: &Connection, role: &str, reason: &str, within: Duration) -> bool {
     if !connection.status().connected() {
         return false;
     }
     match tokio::time::timeout(within, connection.close(200, reason.into())).await {
         Ok(Ok(())) => true,
         Ok(Err(err)) => {
-            debug!(error = %err, "closing a broker connection failed, so it is dropped");
+            debug!(connection = role, error = %err, "closing a broker connection failed");
             false
         }
         Err(_) => {
-            warn!(timeout_ms = within.as_millis() as u64, "closing a broker connection timed out, so it is dropped");
+            warn!(
+                connection = role,
+                timeout_ms = within.as_millis() as u64,
+                "closing a broker connection timed out; its socket stays open until the broker or TCP ends it"
+            );
             false
         }
     }
 }
 
-/// Closes `connection` with `reason`, waiting at most [`CLOSE_TIMEOUT`].
-pub async fn close(connection: &Connection, reason: &str) -> bool {
-    close_within(connection, reason, CLOSE_TIMEOUT).await
+/// Closes `connection`, named `role` in logs, with `reason`, waiting at most
+/// [`CLOSE_TIMEOUT`].
+pub async fn close(connection: &Connection, role: &str, reason: &str) -> bool {
+    close_within(connection, role, reason, CLOSE_TIMEOUT).await
 }

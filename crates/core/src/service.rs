@@ -37,7 +37,7 @@ pub enum SessionError {
     },
     #[error("no connection to the broker at {url} within {timeout:?}")]
     ConnectTimedOut { url: String, timeout: Duration },
-    #[error("setting up the broker session timed out after {timeout:?}: no reply to opening channels or declaring the topology; check the broker with `rabbitmqctl status`")]
+    #[error("setting up the broker session timed out after {timeout:?}: no reply to opening channels, declaring the topology or starting consumers; check the broker with `rabbitmqctl status`")]
     SetupTimedOut { timeout: Duration },
     #[error("cannot declare the topology: {0}")]
     Topology(#[source] lapin::Error),
@@ -192,15 +192,13 @@ impl Service {
         let publishing = match self.connect("publish").await {
             Ok(connection) => connection,
             Err(err) => {
-                connection::close(&consuming, "flatrender-notify session failed").await;
+                connection::close(&consuming, "consume", "flatrender-notify session failed").await;
                 return Err(err);
             }
         };
         let result = self.serve(&consuming, &publishing, shutdown).await;
-        tokio::join!(
-            connection::close(&consuming, "flatrender-notify stopping"),
-            connection::close(&publishing, "flatrender-notify stopping"),
-        );
+        // After an early error; a session that ran has closed them already.
+        close_session_connections(&consuming, &publishing).await;
         result
     }
 
@@ -214,10 +212,10 @@ impl Service {
         // A lapin call can wait forever when its connection fails during
         // set-up, so set-up has the connect timeout as its deadline.
         let setup = self.start_consumers(consuming, publishing, &stop, &mut consumers);
-        match tokio::time::timeout(self.connect_timeout, setup).await {
+        let publisher = match tokio::time::timeout(self.connect_timeout, setup).await {
             Ok(started) => started?,
             Err(_) => return Err(SessionError::SetupTimedOut { timeout: self.connect_timeout }),
-        }
+        };
         self.set_ready(true);
         info!(channels = ?self.dispatcher.topology().channels(), prefetch = self.prefetch, concurrency = self.concurrency, "consuming");
 
@@ -233,6 +231,11 @@ impl Service {
             warn!(timeout_secs = deadline.as_secs(), "in-flight messages did not finish in time; the broker will redeliver them");
             consumers.abort_all();
         }
+        // Closing the connections while the publisher's channel is still
+        // open lets lapin close it with them. Dropped first, its own close
+        // races theirs, and lapin logs the loser as a connection error.
+        close_session_connections(consuming, publishing).await;
+        drop(publisher);
 
         match ended {
             None => Ok(Session::Stopped),
@@ -253,7 +256,7 @@ impl Service {
         publishing: &Connection,
         stop: &CancellationToken,
         consumers: &mut JoinSet<Result<(), ConsumerError>>,
-    ) -> Result<(), SessionError> {
+    ) -> Result<Publisher, SessionError> {
         let setup = publishing.create_channel().await.map_err(SessionError::Channel)?;
         self.dispatcher.topology().declare(&setup).await.map_err(SessionError::Topology)?;
         let _ = setup.close(200, "topology declared".into()).await;
@@ -264,7 +267,7 @@ impl Service {
             let dispatcher = Arc::clone(&self.dispatcher);
             consumers.spawn(dispatcher.consume(channel, broker_channel, consumer, publisher.clone(), self.concurrency, stop.clone()));
         }
-        Ok(())
+        Ok(publisher)
     }
 
     /// Reloads templates on file changes and on SIGHUP.
@@ -361,6 +364,15 @@ enum Session {
     Stopped,
     /// The session ran and then failed.
     Established(SessionError),
+}
+
+/// Closes a session's two connections at the same time, each with its own
+/// deadline.
+async fn close_session_connections(consuming: &Connection, publishing: &Connection) {
+    tokio::join!(
+        connection::close(consuming, "consume", "flatrender-notify stopping"),
+        connection::close(publishing, "publish", "flatrender-notify stopping"),
+    );
 }
 
 async fn drain(consumers: &mut JoinSet<Result<(), ConsumerError>>) {

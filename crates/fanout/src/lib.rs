@@ -183,12 +183,13 @@ impl Stage {
         let publishing = match self.connect("fan-out publish").await {
             Ok(connection) => connection,
             Err(err) => {
-                connection::close(&consuming, "fan-out session failed").await;
+                connection::close(&consuming, "fan-out consume", "fan-out session failed").await;
                 return Err(err);
             }
         };
         let result = self.consume(&consuming, &publishing, shutdown).await;
-        tokio::join!(connection::close(&consuming, "fan-out stopping"), connection::close(&publishing, "fan-out stopping"));
+        // After an early error; a session that ran has closed them already.
+        close_stage_connections(&consuming, &publishing).await;
         result
     }
 
@@ -196,13 +197,24 @@ impl Stage {
         // A lapin call can wait forever when its connection fails during
         // set-up, so set-up has the connect timeout as its deadline.
         let timeout = self.connect_timeout();
-        let Subscription { publisher, setup, channel: _channel, mut consumer } =
-            match tokio::time::timeout(timeout, self.subscribe(consuming, publishing)).await {
-                Ok(subscription) => subscription?,
-                Err(_) => return Err(SessionEnd::SetupTimedOut(timeout)),
-            };
+        let mut subscription = match tokio::time::timeout(timeout, self.subscribe(consuming, publishing)).await {
+            Ok(subscription) => subscription?,
+            Err(_) => return Err(SessionEnd::SetupTimedOut(timeout)),
+        };
         info!(queue = %self.queue, "fan-out stage consuming");
+        let result = self.handle_events(&mut subscription, shutdown).await;
+        // Closing the connections while the session's channels are still
+        // open lets lapin close them together. Dropped first, a channel's own
+        // close races the connection's, and lapin logs the loser as an error.
+        close_stage_connections(consuming, publishing).await;
+        drop(subscription);
+        result
+    }
 
+    /// Handles events one at a time, in queue order, until shutdown or
+    /// until the session fails.
+    async fn handle_events(&self, subscription: &mut Subscription, shutdown: &CancellationToken) -> Result<SessionEnd, SessionEnd> {
+        let Subscription { publisher, setup, consumer, .. } = subscription;
         loop {
             let delivery = tokio::select! {
                 () = shutdown.cancelled() => return Ok(SessionEnd::Stopped),
@@ -213,8 +225,7 @@ impl Stage {
                 Some(Err(err)) => return Ok(SessionEnd::Broker(err)),
                 None => return Ok(SessionEnd::Cancelled),
             };
-            // Events are handled one at a time, in queue order.
-            match self.fanout.handle(&delivery, &publisher, &setup).await {
+            match self.fanout.handle(&delivery, publisher, setup).await {
                 Ok(Settlement::Ack) => {
                     delivery.ack(BasicAckOptions::default()).await.map_err(SessionEnd::Broker)?;
                 }
@@ -273,7 +284,7 @@ impl Stage {
             .basic_consume(self.queue.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
             .await
             .map_err(SessionEnd::Broker)?;
-        Ok(Subscription { publisher, setup, channel, consumer })
+        Ok(Subscription { publisher, setup, _channel: channel, consumer })
     }
 
     fn connect_timeout(&self) -> Duration {
@@ -292,13 +303,22 @@ impl Stage {
     }
 }
 
+/// Closes the stage's two connections at the same time, each with its own
+/// deadline.
+async fn close_stage_connections(consuming: &Connection, publishing: &Connection) {
+    tokio::join!(
+        connection::close(consuming, "fan-out consume", "fan-out stopping"),
+        connection::close(publishing, "fan-out publish", "fan-out stopping"),
+    );
+}
+
 /// The channels and consumer of a started session.
 struct Subscription {
     publisher: Publisher,
     /// Channel for declarations while events are handled.
     setup: lapin::Channel,
     /// The consumer's channel, kept for the whole session.
-    channel: lapin::Channel,
+    _channel: lapin::Channel,
     consumer: lapin::Consumer,
 }
 
@@ -313,7 +333,7 @@ enum SessionEnd {
     Connect(String, #[source] lapin::Error),
     #[error("no connection to the broker at {0} within {1:?}")]
     ConnectTimedOut(String, Duration),
-    #[error("setting up the fan-out broker session timed out after {0:?}: no reply to opening channels or declaring queues; check the broker with `rabbitmqctl status`")]
+    #[error("setting up the fan-out broker session timed out after {0:?}: no reply to opening channels, declaring queues or starting the consumer; check the broker with `rabbitmqctl status`")]
     SetupTimedOut(Duration),
     #[error("broker error: {0}")]
     Broker(#[source] lapin::Error),

@@ -63,7 +63,8 @@ impl BrokerProxy {
         *self.shared.handshake_only.lock().unwrap() = handshake_only;
     }
 
-    /// Counts the connections clients have opened through the proxy.
+    /// Counts the connections clients have opened through the proxy, closed
+    /// ones included.
     pub fn connection_count(&self) -> usize {
         self.shared.links.lock().unwrap().len()
     }
@@ -127,7 +128,7 @@ async fn relay(client: TcpStream, broker: TcpStream, frame_limit: Option<usize>,
 
 /// Passes the broker's frames to the client until `frame_limit` frames have
 /// passed or `silence` is cancelled. After that, the connection stays open
-/// and no more frames pass.
+/// and no more frames pass, except one whose header was already read.
 async fn relay_frames(
     from: &mut OwnedReadHalf,
     to: &mut OwnedWriteHalf,
