@@ -139,14 +139,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// Joins an error and its causes with ": ", leaving out a cause whose text
-/// the message already contains, as when an error's own message quotes its
+/// Joins an error and its causes with ": ", leaving out a cause that the
+/// message already ends with, as when an error's own message quotes its
 /// source.
 fn describe(err: &anyhow::Error) -> String {
     let mut message = String::new();
     for cause in err.chain() {
         let text = cause.to_string();
-        if message.contains(&text) {
+        if message.ends_with(&text) {
             continue;
         }
         if !message.is_empty() {
@@ -209,6 +209,12 @@ mod tests {
     fn describe_skips_quoted_cause() {
         let err = anyhow::Error::new(Quoting(std::io::Error::other("disk on fire")));
         assert_eq!(describe(&err), "cannot read the file: disk on fire");
+    }
+
+    #[test]
+    fn describe_keeps_cause_found_mid_message() {
+        let err = anyhow::Error::new(std::io::Error::other("timed out")).context("the connect timed out twice");
+        assert_eq!(describe(&err), "the connect timed out twice: timed out");
     }
 
     #[test]

@@ -18,7 +18,8 @@
 //! `Authorization: Bearer <token>`. Others get 401, and each rejection is
 //! logged. Without a token the API is open to anyone who can reach its address.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Path, Request, State};
 use axum::http::{header, StatusCode};
@@ -68,26 +69,76 @@ pub fn router(store: ContactStore, token: Option<Arc<str>>) -> Router {
         .route("/v1/tenants/{tenant}/webhooks", post(add_webhook).delete(remove_webhook))
         .with_state(store);
     match token {
-        Some(token) => routes.layer(middleware::from_fn_with_state(token, require_token)),
+        Some(token) => {
+            let check = TokenCheck { token, rejections: Arc::default() };
+            routes.layer(middleware::from_fn_with_state(check, require_token))
+        }
         None => routes,
     }
+}
+
+/// What the token check needs: the token and the log of rejections.
+#[derive(Clone)]
+struct TokenCheck {
+    token: Arc<str>,
+    rejections: Arc<RejectionLog>,
 }
 
 /// Rejects a request whose `Authorization` header is not `Bearer <token>`,
 /// with the scheme in any case (RFC 9110 section 11.1). The comparison takes
 /// the same time for every wrong token of a length.
-async fn require_token(State(token): State<Arc<str>>, request: Request, next: Next) -> Response {
+async fn require_token(State(check): State<TokenCheck>, request: Request, next: Next) -> Response {
     let rejection = match bearer_credentials(&request) {
-        Ok(presented) if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) => return next.run(request).await,
+        Ok(presented) if bool::from(presented.as_bytes().ct_eq(check.token.as_bytes())) => return next.run(request).await,
         Ok(_) => "wrong token",
         Err(reason) => reason,
     };
-    // The log gets the route's pattern, not its path, so that no user id or
-    // device token reaches it.
-    let route = request.extensions().get::<MatchedPath>().map_or("no route", MatchedPath::as_str);
-    warn!(method = %request.method(), route, reason = rejection, "contacts API request rejected with 401");
+    if let Some(left_out) = check.rejections.admit(Instant::now()) {
+        // The log gets the route's pattern, not its path, so that no user id
+        // or device token reaches it.
+        let route = request.extensions().get::<MatchedPath>().map_or("no route", MatchedPath::as_str);
+        warn!(
+            method = %request.method(),
+            route,
+            reason = rejection,
+            earlier_rejections_not_logged = left_out,
+            "contacts API request rejected with 401"
+        );
+    }
     let body = Json(json!({ "error": "missing or invalid bearer token in the Authorization header" }));
     (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
+}
+
+/// Minimum time between two logged rejections, so that a client without
+/// the token cannot flood the log.
+const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Rate limit of the rejection warnings, with a count of those left out.
+#[derive(Debug, Default)]
+struct RejectionLog {
+    state: Mutex<RejectionLogState>,
+}
+
+#[derive(Debug, Default)]
+struct RejectionLogState {
+    last_logged: Option<Instant>,
+    left_out: u64,
+}
+
+impl RejectionLog {
+    /// Returns how many rejections were left out since the last logged one
+    /// when the rejection at `now` is to be logged, or `None` when it is to
+    /// be left out as well.
+    fn admit(&self, now: Instant) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let recent = state.last_logged.is_some_and(|last| now.saturating_duration_since(last) < REJECTION_LOG_INTERVAL);
+        if recent {
+            state.left_out += 1;
+            return None;
+        }
+        state.last_logged = Some(now);
+        Some(std::mem::take(&mut state.left_out))
+    }
 }
 
 /// Returns the credentials of a `Bearer` `Authorization` header, or why
@@ -328,5 +379,24 @@ async fn remove_webhook(State(store): State<ContactStore>, Path(tenant): Path<St
         no_content()
     } else {
         Err(ApiError(StatusCode::NOT_FOUND, "the tenant has no such webhook".to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::{RejectionLog, REJECTION_LOG_INTERVAL};
+
+    #[test]
+    fn rejection_log_leaves_out_bursts() {
+        let log = RejectionLog::default();
+        let start = Instant::now();
+        assert_eq!(log.admit(start), Some(0));
+        for offset_ms in [1, 10, 500] {
+            assert_eq!(log.admit(start + Duration::from_millis(offset_ms)), None);
+        }
+        assert_eq!(log.admit(start + REJECTION_LOG_INTERVAL), Some(3), "the next line counts the burst");
+        assert_eq!(log.admit(start + REJECTION_LOG_INTERVAL * 3), Some(0), "the count starts over");
     }
 }
