@@ -197,7 +197,7 @@ impl Service {
             }
         };
         let result = self.serve(&consuming, &publishing, shutdown).await;
-        // After an early error; a session that ran has closed them already.
+        // This closes them after an early error. A session that ran has closed them already.
         close_session_connections(&consuming, &publishing).await;
         result
     }

@@ -15,8 +15,8 @@
 //! | `DELETE /v1/tenants/{tenant}/webhooks` | `{"url": "https://..."}` | removes it |
 //!
 //! With `fanout.api_token` set, every request must carry
-//! `Authorization: Bearer <token>`. Others get 401, and each rejection is
-//! logged. Without a token the API is open to anyone who can reach its address.
+//! `Authorization: Bearer <token>`. Others get 401, and rejections are
+//! logged, at most one a second. Without a token the API is open to anyone who can reach its address.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -77,7 +77,7 @@ pub fn router(store: ContactStore, token: Option<Arc<str>>) -> Router {
     }
 }
 
-/// What the token check needs: the token and the log of rejections.
+/// State of the token check: the expected token and the rate limit of its warnings.
 #[derive(Clone)]
 struct TokenCheck {
     token: Arc<str>,

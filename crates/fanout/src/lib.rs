@@ -188,7 +188,7 @@ impl Stage {
             }
         };
         let result = self.consume(&consuming, &publishing, shutdown).await;
-        // After an early error; a session that ran has closed them already.
+        // This closes them after an early error. A session that ran has closed them already.
         close_stage_connections(&consuming, &publishing).await;
         result
     }
