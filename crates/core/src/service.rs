@@ -188,18 +188,26 @@ impl Service {
     /// Runs one broker session: connect, declare, consume until something
     /// ends it, then close both connections.
     async fn session(&self, shutdown: &CancellationToken) -> Result<Session, SessionError> {
-        let consuming = self.connect("consume").await?;
-        let publishing = match self.connect("publish").await {
-            Ok(connection) => connection,
-            Err(err) => {
-                connection::close(&consuming, "consume", "flatrender-notify session failed").await;
-                return Err(err);
-            }
+        let (consuming, publishing) = tokio::select! {
+            () = shutdown.cancelled() => return Ok(Session::Stopped),
+            connections = self.connect_both() => connections?,
         };
         let result = self.serve(&consuming, &publishing, shutdown).await;
         // This closes them after an early error. A session that ran has closed them already.
         close_session_connections(&consuming, &publishing).await;
         result
+    }
+
+    /// Opens the consuming connection, then the publishing one.
+    async fn connect_both(&self) -> Result<(Connection, Connection), SessionError> {
+        let consuming = self.connect("consume").await?;
+        match self.connect("publish").await {
+            Ok(publishing) => Ok((consuming, publishing)),
+            Err(err) => {
+                connection::close(&consuming, "consume", "flatrender-notify session failed").await;
+                Err(err)
+            }
+        }
     }
 
     /// Sets up the session, then consumes until shutdown or until a consumer ends.
@@ -211,10 +219,13 @@ impl Service {
         let mut consumers = JoinSet::new();
         // A lapin call can wait forever when its connection fails during
         // set-up, so set-up has the connect timeout as its deadline.
-        let setup = self.start_consumers(consuming, publishing, &stop, &mut consumers);
-        let publisher = match tokio::time::timeout(self.connect_timeout, setup).await {
-            Ok(started) => started?,
-            Err(_) => return Err(SessionError::SetupTimedOut { timeout: self.connect_timeout }),
+        let setup = tokio::time::timeout(self.connect_timeout, self.start_consumers(consuming, publishing, &stop, &mut consumers));
+        let publisher = tokio::select! {
+            () = shutdown.cancelled() => return Ok(Session::Stopped),
+            started = setup => match started {
+                Ok(started) => started?,
+                Err(_) => return Err(SessionError::SetupTimedOut { timeout: self.connect_timeout }),
+            },
         };
         self.set_ready(true);
         info!(channels = ?self.dispatcher.topology().channels(), prefetch = self.prefetch, concurrency = self.concurrency, "consuming");

@@ -179,13 +179,9 @@ impl Stage {
     /// One broker session; returns the error that ended an established
     /// session, or `Err` when it could not start.
     async fn session(&self, shutdown: &CancellationToken) -> Result<SessionEnd, SessionEnd> {
-        let consuming = self.connect("fan-out consume").await?;
-        let publishing = match self.connect("fan-out publish").await {
-            Ok(connection) => connection,
-            Err(err) => {
-                connection::close(&consuming, "fan-out consume", "fan-out session failed").await;
-                return Err(err);
-            }
+        let (consuming, publishing) = tokio::select! {
+            () = shutdown.cancelled() => return Ok(SessionEnd::Stopped),
+            connections = self.connect_both() => connections?,
         };
         let result = self.consume(&consuming, &publishing, shutdown).await;
         // This closes them after an early error. A session that ran has closed them already.
@@ -193,13 +189,29 @@ impl Stage {
         result
     }
 
+    /// Opens the consuming connection, then the publishing one.
+    async fn connect_both(&self) -> Result<(Connection, Connection), SessionEnd> {
+        let consuming = self.connect("fan-out consume").await?;
+        match self.connect("fan-out publish").await {
+            Ok(publishing) => Ok((consuming, publishing)),
+            Err(err) => {
+                connection::close(&consuming, "fan-out consume", "fan-out session failed").await;
+                Err(err)
+            }
+        }
+    }
+
     async fn consume(&self, consuming: &Connection, publishing: &Connection, shutdown: &CancellationToken) -> Result<SessionEnd, SessionEnd> {
         // A lapin call can wait forever when its connection fails during
         // set-up, so set-up has the connect timeout as its deadline.
         let timeout = self.connect_timeout();
-        let mut subscription = match tokio::time::timeout(timeout, self.subscribe(consuming, publishing)).await {
-            Ok(subscription) => subscription?,
-            Err(_) => return Err(SessionEnd::SetupTimedOut(timeout)),
+        let setup = tokio::time::timeout(timeout, self.subscribe(consuming, publishing));
+        let mut subscription = tokio::select! {
+            () = shutdown.cancelled() => return Ok(SessionEnd::Stopped),
+            subscribed = setup => match subscribed {
+                Ok(subscription) => subscription?,
+                Err(_) => return Err(SessionEnd::SetupTimedOut(timeout)),
+            },
         };
         info!(queue = %self.queue, "fan-out stage consuming");
         let result = self.handle_events(&mut subscription, shutdown).await;
