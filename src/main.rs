@@ -7,6 +7,7 @@ mod logging;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -16,7 +17,7 @@ use notify_core::service::Service;
 use notify_core::templates::TemplateHandle;
 use notify_core::ChannelKind;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// Notification service of the flatrender stack: consumes the
 /// `notify.channel.*` queues and delivers email, SMS, Telegram, push and
@@ -129,7 +130,7 @@ fn main() -> ExitCode {
     };
     // Tasks still running (a listener, a watcher) are cancelled; a blocking
     // task that does not end must not keep the process from exiting.
-    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    runtime.shutdown_timeout(Duration::from_secs(5));
     match result {
         Ok(code) => code,
         Err(err) => {
@@ -167,13 +168,25 @@ async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    if config.fanout.enabled {
+    let fanout = if config.fanout.enabled {
         let stage = notify_fanout::Stage::open(notify_fanout::Settings::from_config(&config))
             .await
             .context("cannot start the fan-out stage")?;
-        tokio::spawn(stage.run(shutdown.clone()));
+        Some(tokio::spawn(stage.run(shutdown.clone())))
+    } else {
+        None
+    };
+    let served = service.run(shutdown.clone()).await;
+    if let Some(stage) = fanout {
+        // The stage stops on the same token; this also stops it when the
+        // service ended with an error. It may be finishing an event first.
+        shutdown.cancel();
+        let timeout = Duration::from_secs(config.service.shutdown_timeout_secs);
+        if tokio::time::timeout(timeout, stage).await.is_err() {
+            warn!(timeout_secs = timeout.as_secs(), "the fan-out stage did not stop in time; the broker will redeliver its unacked event");
+        }
     }
-    service.run(shutdown).await.context("cannot start the admin listener (admin.listen)")?;
+    served.context("cannot start the admin listener (admin.listen)")?;
     Ok(())
 }
 

@@ -138,3 +138,27 @@ async fn missed_heartbeats_start_new_session() {
     assert_delivers(&broker, &receiver, &service).await;
     service.shutdown(&broker).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_silent_setup_stops_service() {
+    let broker = TestBroker::new().await;
+    let proxy = BrokerProxy::start().await;
+    proxy.answer_handshake_only(true);
+    let database = std::env::temp_dir().join(format!("{}-contacts.db", broker.id));
+    // Set-up never times out within the test, so only SIGTERM can end it.
+    let settings = ServiceSettings { broker_url: proxy.url(), connect_timeout_secs: 600, ..ServiceSettings::webhook() }
+        .with_fanout(&database, free_port());
+    let mut service = ServiceProcess::spawn(&broker, settings, &["webhook"]);
+    wait_until("both stages are setting up their sessions", Duration::from_secs(20), async || {
+        proxy.connection_count() >= 4
+    })
+    .await;
+
+    // terminate() fails the test when the service takes longer than 20 s.
+    assert_eq!(service.terminate().await, Some(0), "log:\n{}", service.log());
+    let log = service.log();
+    assert!(log.contains("fan-out stage stopped"), "the fan-out stage stopped:\n{log}");
+    assert!(log.contains("service stopped"), "the dispatcher stopped:\n{log}");
+    service.shutdown(&broker).await;
+    let _ = std::fs::remove_file(&database);
+}
