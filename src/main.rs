@@ -178,12 +178,12 @@ async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     };
     let served = service.run(shutdown.clone()).await;
     if let Some(stage) = fanout {
-        // The stage stops on the same token; this also stops it when the
+        // The stage stops on the same token, cancelled here too in case the
         // service ended with an error. It may be finishing an event first.
         shutdown.cancel();
         let timeout = Duration::from_secs(config.service.shutdown_timeout_secs);
         if tokio::time::timeout(timeout, stage).await.is_err() {
-            warn!(timeout_secs = timeout.as_secs(), "the fan-out stage did not stop in time; the broker will redeliver its unacked event");
+            warn!(timeout_secs = timeout.as_secs(), "stopping the fan-out stage timed out, so the broker will redeliver its unacked event");
         }
     }
     served.context("cannot start the admin listener (admin.listen)")?;
