@@ -162,3 +162,24 @@ async fn sigterm_during_silent_setup_stops_service() {
     service.shutdown(&broker).await;
     let _ = std::fs::remove_file(&database);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_setups_release_their_connections() {
+    let broker = TestBroker::new().await;
+    let proxy = BrokerProxy::start().await;
+    proxy.answer_handshake_only(true);
+    // lapin's heartbeat check then fails a silent connection after 2 s.
+    let url = format!("{}?heartbeat=1", proxy.url());
+    let settings = ServiceSettings { broker_url: url, connect_timeout_secs: 1, ..ServiceSettings::webhook() };
+    let service = ServiceProcess::spawn(&broker, settings, &["webhook"]);
+
+    wait_until("six session set-ups timed out", Duration::from_secs(60), async || {
+        service.log().matches("setting up the broker session timed out").count() >= 6
+    })
+    .await;
+    // Each attempt opens two connections, each with an I/O thread. Kept
+    // until the broker replies, they would number 12 or more by now.
+    let threads = service.threads_named("lapin-io-loop");
+    assert!(threads <= 8, "{threads} lapin I/O threads after six attempts; log:\n{}", service.log());
+    service.shutdown(&broker).await;
+}

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use lapin::Connection;
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
 /// Maximum wait for the broker's reply to a close.
@@ -18,8 +19,8 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 // NOTE: lapin 4.12 has no way to end a connection whose close got no reply.
 // Its heartbeat check stops once the close starts, so its I/O thread and
 // socket stay until the broker replies or TCP ends the connection (a reset,
-// or retransmission giving up on a lost path). A broker that accepts
-// connections but never replies costs two of each per session attempt.
+// or retransmission giving up on a lost path). Where a silent broker is
+// likely, [`retire`] avoids the close.
 pub async fn close_within(connection: &Connection, role: &str, reason: &str, within: Duration) -> bool {
     if !connection.status().connected() {
         return false;
@@ -45,4 +46,25 @@ pub async fn close_within(connection: &Connection, role: &str, reason: &str, wit
 /// [`CLOSE_TIMEOUT`].
 pub async fn close(connection: &Connection, role: &str, reason: &str) -> bool {
     close_within(connection, role, reason, CLOSE_TIMEOUT).await
+}
+
+/// Closes a connection whose broker may have stopped replying, in the
+/// background, without leaking it when it has.
+///
+/// A close sent to a silent broker leaves the connection's I/O thread and
+/// socket behind (see [`close_within`]). So this first waits, for at most
+/// twice the negotiated heartbeat plus a second, while the connection stays
+/// open. lapin's heartbeat check fails a silent broker's connection in that
+/// time, and a failed connection is only dropped. A live one is closed.
+pub fn retire(connection: Connection, role: &'static str, reason: &'static str) {
+    let heartbeat = Duration::from_secs(u64::from(connection.configuration().heartbeat()));
+    tokio::spawn(async move {
+        if !heartbeat.is_zero() {
+            let deadline = Instant::now() + heartbeat * 2 + Duration::from_secs(1);
+            while connection.status().connected() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        close(&connection, role, reason).await;
+    });
 }

@@ -193,8 +193,14 @@ impl Service {
             connections = self.connect_both() => connections?,
         };
         let result = self.serve(&consuming, &publishing, shutdown).await;
-        // This closes them after an early error. A session that ran has closed them already.
-        close_session_connections(&consuming, &publishing).await;
+        if let Err(SessionError::SetupTimedOut { .. }) = result {
+            // The broker may not reply at all, and a close it leaves unanswered leaks.
+            connection::retire(consuming, "consume", "flatrender-notify session failed");
+            connection::retire(publishing, "publish", "flatrender-notify session failed");
+        } else {
+            // This closes them after an early error. A session that ran has closed them already.
+            close_session_connections(&consuming, &publishing).await;
+        }
         result
     }
 

@@ -184,8 +184,14 @@ impl Stage {
             connections = self.connect_both() => connections?,
         };
         let result = self.consume(&consuming, &publishing, shutdown).await;
-        // This closes them after an early error. A session that ran has closed them already.
-        close_stage_connections(&consuming, &publishing).await;
+        if let Err(SessionEnd::SetupTimedOut(_)) = result {
+            // The broker may not reply at all, and a close it leaves unanswered leaks.
+            connection::retire(consuming, "fan-out consume", "fan-out session failed");
+            connection::retire(publishing, "fan-out publish", "fan-out session failed");
+        } else {
+            // This closes them after an early error. A session that ran has closed them already.
+            close_stage_connections(&consuming, &publishing).await;
+        }
         result
     }
 
