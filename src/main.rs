@@ -182,8 +182,10 @@ async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
         // service ended with an error. It may be finishing an event first.
         shutdown.cancel();
         let timeout = Duration::from_secs(config.service.shutdown_timeout_secs);
-        if tokio::time::timeout(timeout, stage).await.is_err() {
-            warn!(timeout_secs = timeout.as_secs(), "stopping the fan-out stage timed out, so the broker will redeliver its unacked event");
+        match tokio::time::timeout(timeout, stage).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => error!(error = %err, "the fan-out stage failed; the broker will redeliver its unacked events"),
+            Err(_) => warn!(timeout_secs = timeout.as_secs(), "stopping the fan-out stage timed out, so the broker will redeliver its unacked events"),
         }
     }
     served.context("cannot start the admin listener (admin.listen)")?;

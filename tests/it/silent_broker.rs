@@ -116,8 +116,8 @@ async fn missed_heartbeats_start_new_session() {
     let broker = TestBroker::new().await;
     let receiver = receiver().await;
     let proxy = BrokerProxy::start().await;
-    // lapin drops a connection after twice the negotiated heartbeat without
-    // a frame from the broker, so after 2 s here.
+    // lapin drops a connection 2 to 2.5 heartbeats after the broker's last
+    // frame, so after 2 to 2.5 s here.
     let url = format!("{}?heartbeat=1", proxy.url());
     let settings = ServiceSettings { broker_url: url, ..ServiceSettings::webhook() };
     let service = ServiceProcess::start(&broker, settings, &["webhook"]).await;
@@ -168,10 +168,10 @@ async fn silent_setups_release_their_connections() {
     let broker = TestBroker::new().await;
     let proxy = BrokerProxy::start().await;
     proxy.answer_handshake_only(true);
-    // lapin's heartbeat check then fails a silent connection after 2 s.
+    // lapin's heartbeat check then fails a silent connection after 2 to 2.5 s.
     let url = format!("{}?heartbeat=1", proxy.url());
     let settings = ServiceSettings { broker_url: url, connect_timeout_secs: 1, ..ServiceSettings::webhook() };
-    let service = ServiceProcess::spawn(&broker, settings, &["webhook"]);
+    let mut service = ServiceProcess::spawn(&broker, settings, &["webhook"]);
 
     wait_until("six session set-ups timed out", Duration::from_secs(60), async || {
         service.log().matches("setting up the broker session timed out").count() >= 6
@@ -180,6 +180,28 @@ async fn silent_setups_release_their_connections() {
     // Each attempt opens two connections, each with an I/O thread. Kept
     // until the broker replies, they would number 12 or more by now.
     let threads = service.threads_named("lapin-io-loop");
+    assert!(service.is_running(), "the service is still running, so its threads were counted");
     assert!(threads <= 8, "{threads} lapin I/O threads after six attempts; log:\n{}", service.log());
     service.shutdown(&broker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_connecting_stops_service() {
+    let broker = TestBroker::new().await;
+    let proxy = BrokerProxy::start().await;
+    proxy.answer_nothing();
+    let database = std::env::temp_dir().join(format!("{}-contacts.db", broker.id));
+    // Connecting never times out within the test, so only SIGTERM can end it.
+    let settings = ServiceSettings { broker_url: proxy.url(), connect_timeout_secs: 600, ..ServiceSettings::webhook() }
+        .with_fanout(&database, free_port());
+    let mut service = ServiceProcess::spawn(&broker, settings, &["webhook"]);
+    wait_until("both stages are connecting", Duration::from_secs(20), async || proxy.connection_count() >= 2).await;
+
+    // terminate() fails the test when the service takes longer than 20 s.
+    assert_eq!(service.terminate().await, Some(0), "log:\n{}", service.log());
+    let log = service.log();
+    assert!(log.contains("fan-out stage stopped"), "the fan-out stage stopped:\n{log}");
+    assert!(log.contains("service stopped"), "the dispatcher stopped:\n{log}");
+    service.shutdown(&broker).await;
+    let _ = std::fs::remove_file(&database);
 }

@@ -53,14 +53,17 @@ pub async fn close(connection: &Connection, role: &str, reason: &str) -> bool {
 ///
 /// A close sent to a silent broker leaves the connection's I/O thread and
 /// socket behind (see [`close_within`]). So this first waits, for at most
-/// twice the negotiated heartbeat plus a second, while the connection stays
-/// open. lapin's heartbeat check fails a silent broker's connection in that
-/// time, and a failed connection is only dropped. A live one is closed.
+/// three times the negotiated heartbeat plus a second, while the connection
+/// stays open. lapin's heartbeat check, which runs every half heartbeat,
+/// fails a silent broker's connection 2 to 2.5 heartbeats after its last
+/// frame, and a failed connection is only dropped. A live one is closed.
+// NOTE: with heartbeats off (a broker that negotiates 0), there is nothing
+// to wait for, so the close happens at once and can leak as before.
 pub fn retire(connection: Connection, role: &'static str, reason: &'static str) {
     let heartbeat = Duration::from_secs(u64::from(connection.configuration().heartbeat()));
     tokio::spawn(async move {
         if !heartbeat.is_zero() {
-            let deadline = Instant::now() + heartbeat * 2 + Duration::from_secs(1);
+            let deadline = Instant::now() + heartbeat * 3 + Duration::from_secs(1);
             while connection.status().connected() && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }

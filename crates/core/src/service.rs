@@ -186,7 +186,8 @@ impl Service {
     }
 
     /// Runs one broker session: connect, declare, consume until something
-    /// ends it, then close both connections.
+    /// ends it, then close both connections, or retire them after a set-up
+    /// timeout.
     async fn session(&self, shutdown: &CancellationToken) -> Result<Session, SessionError> {
         let (consuming, publishing) = tokio::select! {
             () = shutdown.cancelled() => return Ok(Session::Stopped),
@@ -198,7 +199,8 @@ impl Service {
             connection::retire(consuming, "consume", "flatrender-notify session failed");
             connection::retire(publishing, "publish", "flatrender-notify session failed");
         } else {
-            // This closes them after an early error. A session that ran has closed them already.
+            // This closes them after an early error or a shutdown during
+            // set-up. A session that ran has closed them already.
             close_session_connections(&consuming, &publishing).await;
         }
         result
@@ -375,9 +377,9 @@ fn connection_label(queue_prefix: &str) -> String {
     }
 }
 
-/// The end of a session that had started.
+/// The end of a session that did not fail to start.
 enum Session {
-    /// Shutdown was requested.
+    /// Shutdown was requested, maybe before the session started.
     Stopped,
     /// The session ran and then failed.
     Established(SessionError),

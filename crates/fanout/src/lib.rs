@@ -189,7 +189,8 @@ impl Stage {
             connection::retire(consuming, "fan-out consume", "fan-out session failed");
             connection::retire(publishing, "fan-out publish", "fan-out session failed");
         } else {
-            // This closes them after an early error. A session that ran has closed them already.
+            // This closes them after an early error or a shutdown during
+            // set-up. A session that ran has closed them already.
             close_stage_connections(&consuming, &publishing).await;
         }
         result

@@ -30,8 +30,9 @@ struct Link {
 
 #[derive(Default)]
 struct Shared {
-    /// Whether new connections get the broker's handshake and nothing after it.
-    handshake_only: Mutex<bool>,
+    /// Broker frames that new connections get before silence; `None`
+    /// passes every frame.
+    frame_limit: Mutex<Option<usize>>,
     /// Every accepted connection, in the order the clients opened them.
     links: Mutex<Vec<Link>>,
 }
@@ -60,7 +61,13 @@ impl BrokerProxy {
     /// From now on, new connections get the broker's handshake and then
     /// silence; with `false`, they are forwarded whole again.
     pub fn answer_handshake_only(&self, handshake_only: bool) {
-        *self.shared.handshake_only.lock().unwrap() = handshake_only;
+        *self.shared.frame_limit.lock().unwrap() = handshake_only.then_some(HANDSHAKE_FRAMES);
+    }
+
+    /// From now on, new connections get no frame at all, so that connecting
+    /// never finishes.
+    pub fn answer_nothing(&self) {
+        *self.shared.frame_limit.lock().unwrap() = Some(0);
     }
 
     /// Counts the connections clients have opened through the proxy, closed
@@ -105,12 +112,8 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>) {
             continue;
         }
         let link = Link { silence: CancellationToken::new(), cut: CancellationToken::new() };
-        if *shared.handshake_only.lock().unwrap() {
-            // Silenced as soon as the handshake has passed.
-            tokio::spawn(relay(client, broker, Some(HANDSHAKE_FRAMES), link.clone()));
-        } else {
-            tokio::spawn(relay(client, broker, None, link.clone()));
-        }
+        let frame_limit = *shared.frame_limit.lock().unwrap();
+        tokio::spawn(relay(client, broker, frame_limit, link.clone()));
         shared.links.lock().unwrap().push(link);
     }
 }
