@@ -228,12 +228,19 @@ impl Service {
         // A lapin call can wait forever when its connection fails during
         // set-up, so set-up has the connect timeout as its deadline.
         let setup = tokio::time::timeout(self.connect_timeout, self.start_consumers(consuming, publishing, &stop, &mut consumers));
-        let publisher = tokio::select! {
-            () = shutdown.cancelled() => return Ok(Session::Stopped),
-            started = setup => match started {
-                Ok(started) => started?,
-                Err(_) => return Err(SessionError::SetupTimedOut { timeout: self.connect_timeout }),
-            },
+        let started = tokio::select! {
+            () = shutdown.cancelled() => None,
+            started = setup => Some(started),
+        };
+        let publisher = match started {
+            Some(Ok(started)) => started?,
+            Some(Err(_)) => return Err(SessionError::SetupTimedOut { timeout: self.connect_timeout }),
+            None => {
+                // Consumers started before the shutdown may have messages in flight.
+                stop.cancel();
+                finish_consumers(&mut consumers, self.shutdown_timeout).await;
+                return Ok(Session::Stopped);
+            }
         };
         self.set_ready(true);
         info!(channels = ?self.dispatcher.topology().channels(), prefetch = self.prefetch, concurrency = self.concurrency, "consuming");
@@ -246,10 +253,7 @@ impl Service {
         stop.cancel();
 
         let deadline = if ended.is_none() { self.shutdown_timeout } else { self.confirm_timeout };
-        if tokio::time::timeout(deadline, drain(&mut consumers)).await.is_err() {
-            warn!(timeout_secs = deadline.as_secs(), "in-flight messages did not finish in time; the broker will redeliver them");
-            consumers.abort_all();
-        }
+        finish_consumers(&mut consumers, deadline).await;
         // Closing the connections while the publisher's channel is still
         // open lets lapin close it with them. Dropped first, its own close
         // races theirs, and lapin logs the loser as a connection error.
@@ -392,6 +396,15 @@ async fn close_session_connections(consuming: &Connection, publishing: &Connecti
         connection::close(consuming, "consume", "flatrender-notify stopping"),
         connection::close(publishing, "publish", "flatrender-notify stopping"),
     );
+}
+
+/// Waits up to `deadline` for stopped consumers to settle the messages in
+/// flight, then aborts those still running.
+async fn finish_consumers(consumers: &mut JoinSet<Result<(), ConsumerError>>, deadline: Duration) {
+    if tokio::time::timeout(deadline, drain(consumers)).await.is_err() {
+        warn!(timeout_secs = deadline.as_secs(), "in-flight messages did not finish in time; the broker will redeliver them");
+        consumers.abort_all();
+    }
 }
 
 async fn drain(consumers: &mut JoinSet<Result<(), ConsumerError>>) {
