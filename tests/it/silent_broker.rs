@@ -36,6 +36,22 @@ async fn assert_delivers(broker: &TestBroker, receiver: &MockServer, service: &S
     assert_eq!(requests_per_notification(receiver).await[&sent[0]], 1);
 }
 
+/// Waits until the service has opened a second session through `proxy` and
+/// reports ready again.
+async fn wait_for_second_session(proxy: &BrokerProxy, service: &ServiceProcess) {
+    wait_until("a new session opened its connections", Duration::from_secs(20), async || {
+        proxy.connection_count() >= 4
+    })
+    .await;
+    let ready_again = tokio::time::timeout(Duration::from_secs(20), async {
+        while readiness(&service.admin_url).await != Some(200) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(ready_again.is_ok(), "the service did not start a new session; log:\n{}", service.log());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setup_timeout_starts_new_session() {
     let broker = TestBroker::new().await;
@@ -91,17 +107,7 @@ async fn unanswered_close_is_abandoned() {
     proxy.silence(1);
     proxy.cut(0);
 
-    wait_until("a new session opened its connections", Duration::from_secs(20), async || {
-        proxy.connection_count() >= 4
-    })
-    .await;
-    let ready_again = tokio::time::timeout(Duration::from_secs(20), async {
-        while readiness(&service.admin_url).await != Some(200) {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
-    assert!(ready_again.is_ok(), "the service did not start a new session; log:\n{}", service.log());
+    wait_for_second_session(&proxy, &service).await;
     let log = service.log();
     assert!(
         log.lines().any(|line| line.contains("closing a broker connection timed out") && line.contains("\"publish\"")),
@@ -127,14 +133,7 @@ async fn missed_heartbeats_start_new_session() {
     proxy.silence(0);
     proxy.silence(1);
 
-    wait_until("a new session opened its connections", Duration::from_secs(20), async || {
-        proxy.connection_count() >= 4
-    })
-    .await;
-    wait_until("the service reports ready", Duration::from_secs(20), async || {
-        readiness(&service.admin_url).await == Some(200)
-    })
-    .await;
+    wait_for_second_session(&proxy, &service).await;
     assert_delivers(&broker, &receiver, &service).await;
     service.shutdown(&broker).await;
 }

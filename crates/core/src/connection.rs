@@ -4,6 +4,7 @@
 //! connection fails during the close, as in a broker restart, the wait never
 //! ends, and the service would never reconnect.
 
+use std::future::Future;
 use std::time::Duration;
 
 use lapin::Connection;
@@ -70,4 +71,61 @@ pub fn retire(connection: Connection, role: &'static str, reason: &'static str) 
         }
         close(&connection, role, reason).await;
     });
+}
+
+/// Reason sent to the broker when a session closes its connections.
+const SESSION_CLOSED: &str = "flatrender-notify session closed";
+
+/// The two connections of one broker session. Consuming and publishing are
+/// kept apart, so that a publisher blocked by a broker alarm never holds
+/// back acks.
+pub struct SessionConnections {
+    pub consuming: Connection,
+    pub publishing: Connection,
+    /// Names of the consuming and the publishing connection in logs.
+    roles: [&'static str; 2],
+}
+
+impl SessionConnections {
+    /// Opens the consuming connection, then the publishing one, by awaiting
+    /// `consuming` and then `publishing`. Closes the first when the second
+    /// fails.
+    ///
+    /// # Errors
+    ///
+    /// Returns the first connection error.
+    pub async fn open<E>(
+        roles: [&'static str; 2],
+        consuming: impl Future<Output = Result<Connection, E>>,
+        publishing: impl Future<Output = Result<Connection, E>>,
+    ) -> Result<SessionConnections, E> {
+        let consuming = consuming.await?;
+        match publishing.await {
+            Ok(publishing) => Ok(SessionConnections { consuming, publishing, roles }),
+            Err(err) => {
+                close(&consuming, roles[0], SESSION_CLOSED).await;
+                Err(err)
+            }
+        }
+    }
+
+    /// Closes both connections at the same time, each with its own deadline.
+    /// Connections that are no longer open are left alone.
+    pub async fn close(&self) {
+        tokio::join!(
+            close(&self.consuming, self.roles[0], SESSION_CLOSED),
+            close(&self.publishing, self.roles[1], SESSION_CLOSED),
+        );
+    }
+
+    /// Ends both connections: retires them when the broker may have stopped
+    /// replying (see [`retire`]), and closes them otherwise.
+    pub async fn end(self, broker_may_be_silent: bool) {
+        if broker_may_be_silent {
+            retire(self.consuming, self.roles[0], SESSION_CLOSED);
+            retire(self.publishing, self.roles[1], SESSION_CLOSED);
+        } else {
+            self.close().await;
+        }
+    }
 }

@@ -15,7 +15,7 @@ use tracing::{error, info, warn};
 
 use crate::channel::ChannelRegistry;
 use crate::config::{redact_url, Config};
-use crate::connection;
+use crate::connection::SessionConnections;
 use crate::dispatcher::{ConsumerError, Dispatcher, DispatcherSettings};
 use crate::admin::{self, AdminState};
 use crate::config::IdempotencyBackend;
@@ -189,37 +189,21 @@ impl Service {
     /// ends it, then close both connections, or retire them after a set-up
     /// timeout.
     async fn session(&self, shutdown: &CancellationToken) -> Result<Session, SessionError> {
-        let (consuming, publishing) = tokio::select! {
+        let opening = SessionConnections::open(["consume", "publish"], self.connect("consume"), self.connect("publish"));
+        let connections = tokio::select! {
             () = shutdown.cancelled() => return Ok(Session::Stopped),
-            connections = self.connect_both() => connections?,
+            connections = opening => connections?,
         };
-        let result = self.serve(&consuming, &publishing, shutdown).await;
-        if let Err(SessionError::SetupTimedOut { .. }) = result {
-            // The broker may not reply at all, and a close it leaves unanswered leaks.
-            connection::retire(consuming, "consume", "flatrender-notify session failed");
-            connection::retire(publishing, "publish", "flatrender-notify session failed");
-        } else {
-            // This closes them after an early error or a shutdown during
-            // set-up. A session that ran has closed them already.
-            close_session_connections(&consuming, &publishing).await;
-        }
+        let result = self.serve(&connections, shutdown).await;
+        // A session that ran has closed its connections already. This ends
+        // them after an early error, a shutdown or a set-up timeout.
+        connections.end(matches!(result, Err(SessionError::SetupTimedOut { .. }))).await;
         result
     }
 
-    /// Opens the consuming connection, then the publishing one.
-    async fn connect_both(&self) -> Result<(Connection, Connection), SessionError> {
-        let consuming = self.connect("consume").await?;
-        match self.connect("publish").await {
-            Ok(publishing) => Ok((consuming, publishing)),
-            Err(err) => {
-                connection::close(&consuming, "consume", "flatrender-notify session failed").await;
-                Err(err)
-            }
-        }
-    }
-
     /// Sets up the session, then consumes until shutdown or until a consumer ends.
-    async fn serve(&self, consuming: &Connection, publishing: &Connection, shutdown: &CancellationToken) -> Result<Session, SessionError> {
+    async fn serve(&self, connections: &SessionConnections, shutdown: &CancellationToken) -> Result<Session, SessionError> {
+        let SessionConnections { consuming, publishing, .. } = connections;
         let stop = CancellationToken::new();
         // Cancels `stop` on every way out, also an early error return, so
         // that the tasks following this session end with it.
@@ -232,7 +216,7 @@ impl Service {
             () = shutdown.cancelled() => None,
             started = setup => Some(started),
         };
-        let publisher = match started {
+        let open_channels = match started {
             Some(Ok(started)) => started?,
             Some(Err(_)) => return Err(SessionError::SetupTimedOut { timeout: self.connect_timeout }),
             None => {
@@ -254,11 +238,12 @@ impl Service {
 
         let deadline = if ended.is_none() { self.shutdown_timeout } else { self.confirm_timeout };
         finish_consumers(&mut consumers, deadline).await;
-        // Closing the connections while the publisher's channel is still
-        // open lets lapin close it with them. Dropped first, its own close
-        // races theirs, and lapin logs the loser as a connection error.
-        close_session_connections(consuming, publishing).await;
-        drop(publisher);
+        // Closing the connections while their channels are still open lets
+        // lapin close the channels with them. A channel dropped first closes
+        // on its own, which races the connection's close, and lapin logs the
+        // loser as a connection error.
+        connections.close().await;
+        drop(open_channels);
 
         match ended {
             None => Ok(Session::Stopped),
@@ -279,18 +264,20 @@ impl Service {
         publishing: &Connection,
         stop: &CancellationToken,
         consumers: &mut JoinSet<Result<(), ConsumerError>>,
-    ) -> Result<Publisher, SessionError> {
+    ) -> Result<OpenChannels, SessionError> {
         let setup = publishing.create_channel().await.map_err(SessionError::Channel)?;
         self.dispatcher.topology().declare(&setup).await.map_err(SessionError::Topology)?;
         let _ = setup.close(200, "topology declared".into()).await;
         let publisher = Publisher::open(publishing, self.confirm_timeout).await.map_err(SessionError::Channel)?;
         self.report_flow(publisher.flow(), stop.clone());
+        let mut consumer_channels = Vec::new();
         for &channel in self.dispatcher.topology().channels() {
             let (broker_channel, consumer) = self.subscribe(consuming, channel).await?;
+            consumer_channels.push(broker_channel.clone());
             let dispatcher = Arc::clone(&self.dispatcher);
             consumers.spawn(dispatcher.consume(channel, broker_channel, consumer, publisher.clone(), self.concurrency, stop.clone()));
         }
-        Ok(publisher)
+        Ok(OpenChannels { _publisher: publisher, _consumer_channels: consumer_channels })
     }
 
     /// Reloads templates on file changes and on SIGHUP.
@@ -381,21 +368,19 @@ fn connection_label(queue_prefix: &str) -> String {
     }
 }
 
+/// The channels of a started session, held open until its connections close.
+struct OpenChannels {
+    _publisher: Publisher,
+    /// Clones of the channels that the consumer tasks own.
+    _consumer_channels: Vec<lapin::Channel>,
+}
+
 /// The end of a session that did not fail to start.
 enum Session {
     /// Shutdown was requested, maybe before the session started.
     Stopped,
     /// The session ran and then failed.
     Established(SessionError),
-}
-
-/// Closes a session's two connections at the same time, each with its own
-/// deadline.
-async fn close_session_connections(consuming: &Connection, publishing: &Connection) {
-    tokio::join!(
-        connection::close(consuming, "consume", "flatrender-notify stopping"),
-        connection::close(publishing, "publish", "flatrender-notify stopping"),
-    );
 }
 
 /// Waits up to `deadline` for stopped consumers to settle the messages in

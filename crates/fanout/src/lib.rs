@@ -25,7 +25,7 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, Bas
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use notify_core::config::{redact_url, BrokerConfig, Config, FanoutConfig};
-use notify_core::connection;
+use notify_core::connection::SessionConnections;
 use notify_core::publisher::Publisher;
 use notify_core::topology::Topology;
 use tokio_util::sync::CancellationToken;
@@ -179,36 +179,24 @@ impl Stage {
     /// One broker session; returns the error that ended an established
     /// session, or `Err` when it could not start.
     async fn session(&self, shutdown: &CancellationToken) -> Result<SessionEnd, SessionEnd> {
-        let (consuming, publishing) = tokio::select! {
+        let opening = SessionConnections::open(
+            ["fan-out consume", "fan-out publish"],
+            self.connect("fan-out consume"),
+            self.connect("fan-out publish"),
+        );
+        let connections = tokio::select! {
             () = shutdown.cancelled() => return Ok(SessionEnd::Stopped),
-            connections = self.connect_both() => connections?,
+            connections = opening => connections?,
         };
-        let result = self.consume(&consuming, &publishing, shutdown).await;
-        if let Err(SessionEnd::SetupTimedOut(_)) = result {
-            // The broker may not reply at all, and a close it leaves unanswered leaks.
-            connection::retire(consuming, "fan-out consume", "fan-out session failed");
-            connection::retire(publishing, "fan-out publish", "fan-out session failed");
-        } else {
-            // This closes them after an early error or a shutdown during
-            // set-up. A session that ran has closed them already.
-            close_stage_connections(&consuming, &publishing).await;
-        }
+        let result = self.consume(&connections, shutdown).await;
+        // A session that ran has closed its connections already. This ends
+        // them after an early error, a shutdown or a set-up timeout.
+        connections.end(matches!(result, Err(SessionEnd::SetupTimedOut(_)))).await;
         result
     }
 
-    /// Opens the consuming connection, then the publishing one.
-    async fn connect_both(&self) -> Result<(Connection, Connection), SessionEnd> {
-        let consuming = self.connect("fan-out consume").await?;
-        match self.connect("fan-out publish").await {
-            Ok(publishing) => Ok((consuming, publishing)),
-            Err(err) => {
-                connection::close(&consuming, "fan-out consume", "fan-out session failed").await;
-                Err(err)
-            }
-        }
-    }
-
-    async fn consume(&self, consuming: &Connection, publishing: &Connection, shutdown: &CancellationToken) -> Result<SessionEnd, SessionEnd> {
+    async fn consume(&self, connections: &SessionConnections, shutdown: &CancellationToken) -> Result<SessionEnd, SessionEnd> {
+        let SessionConnections { consuming, publishing, .. } = connections;
         // A lapin call can wait forever when its connection fails during
         // set-up, so set-up has the connect timeout as its deadline.
         let timeout = self.connect_timeout();
@@ -225,7 +213,7 @@ impl Stage {
         // Closing the connections while the session's channels are still
         // open lets lapin close them together. Dropped first, a channel's own
         // close races the connection's, and lapin logs the loser as an error.
-        close_stage_connections(consuming, publishing).await;
+        connections.close().await;
         drop(subscription);
         result
     }
@@ -320,15 +308,6 @@ impl Stage {
             Err(_) => Err(SessionEnd::ConnectTimedOut(redact_url(&self.broker.url), timeout)),
         }
     }
-}
-
-/// Closes the stage's two connections at the same time, each with its own
-/// deadline.
-async fn close_stage_connections(consuming: &Connection, publishing: &Connection) {
-    tokio::join!(
-        connection::close(consuming, "fan-out consume", "fan-out stopping"),
-        connection::close(publishing, "fan-out publish", "fan-out stopping"),
-    );
 }
 
 /// The channels and consumer of a started session.
